@@ -1,0 +1,1 @@
+"""Bridge from Driver2 (dealer management) invoices to PlanManager (body-shop workshop) dossiers."""
