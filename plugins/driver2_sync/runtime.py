@@ -55,9 +55,11 @@ def run_staging(dag_id: str, run_id: str) -> RunStaging:
     return RunStaging(root / dag_id / folder_name(run_id))
 
 
-def reports_base_url() -> str:
-    """Return the `driver2_reports_url` Variable, or `file://$AIRFLOW_HOME/reports` when unset."""
-    return read_variable(REPORTS_URL_VARIABLE) or f"file://{airflow_home()}/reports"
+def reports_base():
+    """Return where reports go: the `driver2_reports_url` Variable, else under AIRFLOW_HOME."""
+    from driver2_sync.report import resolve_reports_base
+
+    return resolve_reports_base(read_variable(REPORTS_URL_VARIABLE), airflow_home())
 
 
 @contextmanager

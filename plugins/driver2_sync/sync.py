@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from driver2_sync.identity import normalise_dossier_number
@@ -383,3 +383,59 @@ def _record_decision(record: dict) -> Decision:
         record["client_id"],
         record["invoice_id"],
     )
+
+
+def write_report(
+    rows_source, reports_base, *, dag_id: str, run_id: str, started_at: datetime | None
+):
+    """Write the run's report from `rows_source()`, an iterable read twice; return its summary.
+
+    The first pass counts, so that the summary sheet can come first in the workbook.
+    """
+    from driver2_sync.report import RunSummary, write_run_report
+
+    finished_at = datetime.now(UTC)
+    summary = RunSummary.from_rows(
+        rows_source(),
+        dag_id=dag_id,
+        run_id=run_id,
+        started_at=started_at or finished_at,
+        finished_at=finished_at,
+    )
+    folder = write_run_report(rows_source(), summary, reports_base, dag_id, run_id)
+    return summary, folder
+
+
+def build_report(
+    store: PlanManagerStore,
+    staging: RunStaging,
+    reports_base,
+    *,
+    dag_id: str,
+    run_id: str,
+    started_at: datetime | None,
+) -> dict[str, Any]:
+    """Write the run's report, then move the point the next run reads Driver2 from.
+
+    The point moves only here, at the end of a run whose every step succeeded.
+    """
+    summary, folder = write_report(
+        lambda: iter_report_rows(staging),
+        reports_base,
+        dag_id=dag_id,
+        run_id=run_id,
+        started_at=started_at,
+    )
+    extract_manifest = staging.read_manifest(EXTRACT)
+    watermark = extract_manifest["watermark"]
+    result = {**summary.as_dict(), "report": str(folder)}
+    store.advance_sync_state(
+        dag_id,
+        datetime.fromisoformat(watermark) if watermark else None,
+        extract_manifest["boundary_numbers"],
+        run_id,
+        result,
+    )
+    log.info("Run %s: %s; report in %s", run_id, summary.log_line(), folder)
+    staging.remove()
+    return result
