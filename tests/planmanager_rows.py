@@ -21,11 +21,15 @@ def add_client(engine, client_id: int, name: str, **fields) -> int:
 def add_dossier(engine, dossier_id: int, number: str, *parties: tuple[int, str]) -> int:
     with engine.begin() as conn:
         conn.execute(
-            insert(dossiers).values(id=dossier_id, number=number, status="open", origin="planmanager")
+            insert(dossiers).values(
+                id=dossier_id, number=number, status="open", origin="planmanager"
+            )
         )
         for client_id, role in parties:
             conn.execute(
-                insert(dossier_clients).values(dossier_id=dossier_id, client_id=client_id, role=role)
+                insert(dossier_clients).values(
+                    dossier_id=dossier_id, client_id=client_id, role=role
+                )
             )
     return dossier_id
 

@@ -72,7 +72,7 @@ def test_sync_runs_its_four_tasks_in_order_one_run_at_a_time(parse_record):
 
     order = ["extract_driver2", "match_clients", "load_invoices", "build_report"]
     assert [task.task_id for task in dag.topological_sort()] == order
-    for upstream, downstream in zip(order, order[1:]):
+    for upstream, downstream in zip(order, order[1:], strict=False):
         assert dag.get_task(downstream).upstream_task_ids == {upstream}
     assert dag.max_active_runs == 1
     assert dag.schedule is not None

@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import pytest
-from documents import make_invoice
 
+from documents import make_invoice
 from driver2_sync.invoice import InvalidInvoice, parse_instant, parse_invoice
 
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from documents import make_customer, make_invoice
-from planmanager_rows import add_client, add_dossier, add_imported_invoice
-
 from driver2_sync.matching import ClientIndex
 from driver2_sync.outcomes import Outcome
 from driver2_sync.sync import decide_batch
+from planmanager_rows import add_client, add_dossier, add_imported_invoice
 
 
 def _set_up_planmanager(engine) -> None:
@@ -23,9 +22,7 @@ def _set_up_planmanager(engine) -> None:
     add_dossier(engine, 2, "D-2026-0043", (11, "lessor"))
     add_dossier(engine, 3, "D-2026-0044", (13, "insurer"))
     add_dossier(engine, 4, "D-2026-0045", (12, "driver"), (10, "owner"))
-    add_imported_invoice(
-        engine, 500, "F26-000001", 1, 10, datetime(2026, 3, 29, 1, 15, tzinfo=UTC)
-    )
+    add_imported_invoice(engine, 500, "F26-000001", 1, 10, datetime(2026, 3, 29, 1, 15, tzinfo=UTC))
 
 
 def _private_person(**fields) -> dict:

@@ -86,8 +86,15 @@ def run_custom_import(
     # side has just created the very client this import was about to create.
     return store.run_in_transaction(
         lambda conn: _import_in_transaction(
-            store, conn, invoice, document, wanted_dossier, force, run_id,
-            ClientIndex(store.iter_clients()), customer,
+            store,
+            conn,
+            invoice,
+            document,
+            wanted_dossier,
+            force,
+            run_id,
+            ClientIndex(store.iter_clients()),
+            customer,
         ),  # fmt: skip
         what=f"custom import of {driver_nr}",
     )
