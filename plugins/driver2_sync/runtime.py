@@ -17,7 +17,7 @@ from driver2_sync.settings import (
     REPORTS_URL_VARIABLE,
     STAGING_URL_VARIABLE,
 )
-from driver2_sync.staging import RunStaging, folder_name
+from driver2_sync.staging import RunStaging
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,11 @@ def run_staging(dag_id: str, run_id: str) -> RunStaging:
     Unset means `file://$AIRFLOW_HOME/staging`: enough where every task runs on one machine;
     workers on several machines need a shared s3:// URL (through `reports_storage`).
     """
+    from driver2_sync.report import report_folder_name
+
     url = read_variable(STAGING_URL_VARIABLE) or f"file://{airflow_home()}/staging"
     root = open_storage_path(url.rstrip("/"), REPORTS_STORAGE_CONN_ID)
-    return RunStaging(root / dag_id / folder_name(run_id))
+    return RunStaging(root / dag_id / report_folder_name(run_id))
 
 
 def reports_base():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 from typing import Any
@@ -14,11 +13,6 @@ log = logging.getLogger(__name__)
 # A JSON number in a Driver2 document arrives as Decimal (never float) and must stay a number
 # through staging, so that the contract check can still tell "12.50" from 12.50.
 _DECIMAL_KEY = "$decimal"
-
-
-def folder_name(run_id: str) -> str:
-    """Return the run id with every character outside A-Za-z0-9._- replaced by '_'."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", run_id)
 
 
 def encode_line(record: Any) -> str:
