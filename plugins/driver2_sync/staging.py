@@ -17,7 +17,9 @@ _DECIMAL_KEY = "$decimal"
 
 def encode_line(record: Any) -> str:
     """Return one staging line for a record that may hold Decimal values."""
-    return json.dumps(record, default=_encode_decimal, ensure_ascii=False, separators=(",", ":"))
+    # ASCII-only: a lone surrogate from a hostile "\ud800" escape survives as an escape, where
+    # UTF-8 could not encode it.
+    return json.dumps(record, default=_encode_decimal, ensure_ascii=True, separators=(",", ":"))
 
 
 def decode_line(line: str) -> Any:
