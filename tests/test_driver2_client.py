@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
 import re
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ from driver2_sync.driver2_client import (
     Driver2AuthError,
     Driver2Client,
     Driver2ConfigError,
+    Driver2Error,
     Driver2ProtocolError,
     Driver2RequestError,
     Driver2UnavailableError,
@@ -27,7 +30,6 @@ from driver2_sync.driver2_client import (
     parse_retry_after,
     scrub_secrets,
 )
-from sandbox_fixtures import start_sandbox
 
 CLIENT_LOGGER = "driver2_sync.driver2_client"
 FAST_RETRIES = RetryPolicy(
@@ -35,6 +37,7 @@ FAST_RETRIES = RetryPolicy(
 )
 CONNECTION_ENV = "AIRFLOW_CONN_DRIVER2_API"
 CONNECTION_PASSWORD = "pw-Zq8!never-shown"
+SCRIPTED_TOKEN = "scripted-token-0042"
 
 
 @pytest.fixture
@@ -43,14 +46,6 @@ def sandbox(driver2_sandbox):
     driver2_sandbox.reset()
     yield driver2_sandbox
     driver2_sandbox.reset()
-
-
-@pytest.fixture(scope="module")
-def small_sandbox():
-    """A sandbox of 40 invoices, read only, for paging one item at a time."""
-    started = start_sandbox(invoices=40, seed=11)
-    yield started
-    started.stop()
 
 
 @pytest.fixture
@@ -63,6 +58,21 @@ def count_api_requests(sandbox) -> dict[str, dict[str, int]]:
     """Return the public API requests the sandbox saw, per path and answer."""
     counts = sandbox.stats()["requests"]
     return {path: answers for path, answers in counts.items() if path.startswith("/api/")}
+
+
+def assert_api_requests(sandbox, expected: dict[str, dict[str, int]]) -> None:
+    """Assert the sandbox's counts of public API requests, per path and answer.
+
+    The sandbox counts an answer just after writing it, so its count may trail the client's
+    return by a moment; the client is done by then, so waiting cannot let extra requests in.
+    """
+    if not expected:
+        # Nothing to wait for: give a request that should not exist the moment to be counted.
+        time.sleep(0.05)
+    deadline = time.monotonic() + 2.0
+    while (seen := count_api_requests(sandbox)) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert seen == expected
 
 
 def read_updated_at(document: dict) -> datetime:
@@ -107,16 +117,9 @@ def contains_float(value: object) -> bool:
 # -- paging ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("page_size", "sandbox_fixture"),
-    [(1, "small_sandbox"), (7, "sandbox"), (100, "sandbox"), (500, "sandbox")],
-)
-def test_every_page_size_returns_each_invoice_once_in_update_order(
-    request, page_size, sandbox_fixture
-):
-    sandbox = request.getfixturevalue(sandbox_fixture)
+@pytest.mark.parametrize("page_size", [1, 7, 100, 500])
+def test_every_page_size_returns_each_invoice_once_in_update_order(sandbox, client, page_size):
     count = sandbox.dataset.invoice_count
-    client = Driver2Client(sandbox.base_url, sandbox.token, retry_policy=FAST_RETRIES)
 
     pages = list(client.iter_invoice_pages(page_size=page_size))
     documents = [document for page in pages for document in page.items]
@@ -131,10 +134,9 @@ def test_every_page_size_returns_each_invoice_once_in_update_order(
     assert [page.next_cursor is None for page in pages] == [False] * (len(pages) - 1) + [True]
 
 
-def test_updated_at_tie_split_by_a_page_boundary_returns_each_tied_invoice_once(small_sandbox):
-    documents = [small_sandbox.dataset.invoice(n) for n in small_sandbox.dataset.numbers()]
+def test_updated_at_tie_split_by_a_page_boundary_returns_each_tied_invoice_once(sandbox, client):
+    documents = list(sandbox.dataset.invoices())
     tie = find_first_tie(documents)
-    client = Driver2Client(small_sandbox.base_url, small_sandbox.token)
 
     # The first page ends on the first invoice of the tie; the next begins inside it.
     pages = list(client.iter_invoice_pages(page_size=tie + 1))
@@ -170,6 +172,9 @@ def test_updated_since_is_inclusive_of_invoices_changed_at_that_instant(sandbox,
     since = read_updated_at(documents[tie])
     tied = [d["number"] for d in documents if read_updated_at(d) == since]
     expected = [d["number"] for d in documents if read_updated_at(d) >= since]
+    # The tie must not open the listing, or an exclusive bound would go unnoticed.
+    assert tie > 0
+    assert len(tied) >= 2
 
     for moment in (since, since.astimezone(UTC)):
         numbers = [d["number"] for d in client.iter_changed_invoices(moment, page_size=50)]
@@ -179,17 +184,23 @@ def test_updated_since_is_inclusive_of_invoices_changed_at_that_instant(sandbox,
         for d in client.iter_changed_invoices(since + timedelta(microseconds=1), page_size=50)
     ]
 
-    assert len(tied) >= 2
     assert expected[: len(tied)] == tied
     assert later == expected[len(tied) :]
-    assert tie > 0
+
+
+@pytest.mark.parametrize("page_size", [0, 501])
+def test_page_size_outside_the_api_limits_is_refused_before_any_request(sandbox, client, page_size):
+    with pytest.raises(ValueError, match="page_size must be between 1 and 500"):
+        client.iter_invoice_pages(page_size=page_size)
+
+    assert_api_requests(sandbox, {})
 
 
 def test_naive_updated_since_is_refused_before_any_request(sandbox, client):
     with pytest.raises(ValueError, match="timezone-aware"):
-        next(client.iter_invoice_pages(datetime(2026, 1, 1, 12, 0)))
+        client.iter_changed_invoices(datetime(2026, 1, 1, 12, 0))
 
-    assert count_api_requests(sandbox) == {}
+    assert_api_requests(sandbox, {})
 
 
 def test_truncated_page_in_the_middle_of_a_pass_is_fetched_again(sandbox, client, caplog):
@@ -201,7 +212,7 @@ def test_truncated_page_in_the_middle_of_a_pass_is_fetched_again(sandbox, client
     numbers = [d["number"] for d in first.items] + [d["number"] for p in pages for d in p.items]
 
     assert numbers == sandbox.dataset.numbers()
-    assert count_api_requests(sandbox) == {"/api/v1/invoices": {"200": 3, "truncated": 1}}
+    assert_api_requests(sandbox, {"/api/v1/invoices": {"200": 3, "truncated": 1}})
     assert len(collect_retry_warnings(caplog)) == 1
 
 
@@ -226,7 +237,7 @@ def test_retry_after_in_seconds_is_waited_out_before_the_retry(sandbox, client, 
     assert elapsed >= 1.0
     assert len(sent) == 2
     assert sent[1] - sent[0] >= 1.0
-    assert count_api_requests(sandbox) == {path: {str(fault["status"]): 1, "200": 1}}
+    assert_api_requests(sandbox, {path: {str(fault["status"]): 1, "200": 1}})
 
 
 def test_retry_after_as_http_date_is_waited_out_until_that_moment(sandbox, client, caplog):
@@ -246,7 +257,7 @@ def test_retry_after_as_http_date_is_waited_out_until_that_moment(sandbox, clien
     assert len(sent) == 2
     assert sent[1] >= parsedate_to_datetime(header).timestamp()
     assert elapsed >= 1.0
-    assert count_api_requests(sandbox) == {path: {"429": 1, "200": 1}}
+    assert_api_requests(sandbox, {path: {"429": 1, "200": 1}})
 
 
 def test_503_answers_are_retried_and_each_retry_is_logged(sandbox, client, caplog):
@@ -259,7 +270,7 @@ def test_503_answers_are_retried_and_each_retry_is_logged(sandbox, client, caplo
     warnings = collect_retry_warnings(caplog)
 
     assert document == sandbox.dataset.invoice(number)
-    assert count_api_requests(sandbox) == {path: {"503": 2, "200": 1}}
+    assert_api_requests(sandbox, {path: {"503": 2, "200": 1}})
     assert [record.args[2] for record in warnings] == [1, 2]
     for record in warnings:
         message = record.getMessage()
@@ -287,7 +298,7 @@ def test_transient_failure_is_retried_until_driver2_answers(sandbox, client, fau
     document = client.get_invoice(number)
 
     assert document == sandbox.dataset.invoice(number)
-    assert count_api_requests(sandbox) == {path: {answer: 1, "200": 1}}
+    assert_api_requests(sandbox, {path: {answer: 1, "200": 1}})
 
 
 def test_answer_slower_than_the_read_timeout_is_abandoned_and_retried(
@@ -335,7 +346,7 @@ def test_retries_exhausted_raise_unavailable_within_the_budget(sandbox, caplog):
     )
     assert [record.getMessage() for record in errors] == [str(raised.value)]
     assert len(collect_retry_warnings(caplog)) == 2
-    assert count_api_requests(sandbox) == {path: {"503": 3}}
+    assert_api_requests(sandbox, {path: {"503": 3}})
     assert sandbox.stats()["faults_pending"] == 1
     assert sandbox.token not in caplog.text
 
@@ -352,7 +363,7 @@ def test_retry_after_beyond_the_time_budget_fails_at_once_without_waiting(sandbo
 
     assert time.monotonic() - started < 1.0
     assert raised.value.attempts == 1
-    assert count_api_requests(sandbox) == {f"/api/v1/invoices/{number}": {"429": 1}}
+    assert_api_requests(sandbox, {f"/api/v1/invoices/{number}": {"429": 1}})
 
 
 # -- final failures -------------------------------------------------------------------------
@@ -368,7 +379,7 @@ def test_wrong_token_raises_auth_error_after_one_request_naming_neither_token(sa
     message = str(raised.value)
 
     assert raised.value.status == 401
-    assert count_api_requests(sandbox) == {"/api/v1/invoices": {"401": 1}}
+    assert_api_requests(sandbox, {"/api/v1/invoices": {"401": 1}})
     assert sandbox.base_url in message
     assert "unauthorized" in message
     assert wrong not in message
@@ -407,7 +418,7 @@ def test_other_error_status_raises_request_error_without_retrying(sandbox, clien
     assert str(raised.value) == (
         f"Driver2 at {sandbox.base_url} rejected GET {path}: HTTP {status} ({error}: Nope.)"
     )
-    assert count_api_requests(sandbox) == {path: {str(status): 1}}
+    assert_api_requests(sandbox, {path: {str(status): 1}})
 
 
 # -- single documents -----------------------------------------------------------------------
@@ -418,10 +429,13 @@ def test_get_invoice_returns_the_document_and_none_for_an_unknown_number(sandbox
 
     assert client.get_invoice(number) == sandbox.dataset.invoice(number)
     assert client.get_invoice("F99-999999") is None
-    assert count_api_requests(sandbox) == {
-        f"/api/v1/invoices/{number}": {"200": 1},
-        "/api/v1/invoices/F99-999999": {"404": 1},
-    }
+    assert_api_requests(
+        sandbox,
+        {
+            f"/api/v1/invoices/{number}": {"200": 1},
+            "/api/v1/invoices/F99-999999": {"404": 1},
+        },
+    )
 
 
 def test_get_customer_returns_the_customer_and_none_for_an_unknown_number(sandbox, client):
@@ -439,7 +453,7 @@ def test_malformed_invoice_number_is_refused_before_any_request(sandbox, client,
     with pytest.raises(ValueError, match="not a Driver2 document number"):
         client.get_invoice(number)
 
-    assert count_api_requests(sandbox) == {}
+    assert_api_requests(sandbox, {})
 
 
 def test_json_numbers_reach_the_caller_as_decimal_never_float(sandbox, client):
@@ -580,7 +594,7 @@ def test_cursor_given_twice_stops_paging_with_a_protocol_error(scripted_driver2)
         json.dumps({"items": [item], "next_cursor": "abc"}),
         json.dumps({"items": [], "next_cursor": None}),
     ]
-    client = Driver2Client(base_url, "t", retry_policy=FAST_RETRIES)
+    client = Driver2Client(base_url, SCRIPTED_TOKEN, retry_policy=FAST_RETRIES)
     seen = []
 
     with pytest.raises(Driver2ProtocolError, match="cursor 'abc' a second time after 3 pages"):
@@ -604,7 +618,7 @@ def test_cursor_given_twice_stops_paging_with_a_protocol_error(scripted_driver2)
 def test_malformed_page_raises_a_protocol_error(scripted_driver2, body, expected):
     base_url, bodies = scripted_driver2
     bodies.append(body)
-    client = Driver2Client(base_url, "t", retry_policy=FAST_RETRIES)
+    client = Driver2Client(base_url, SCRIPTED_TOKEN, retry_policy=FAST_RETRIES)
 
     with pytest.raises(Driver2ProtocolError, match=expected):
         list(client.iter_invoice_pages())
@@ -616,9 +630,72 @@ def test_empty_page_before_the_last_is_followed_to_the_end(scripted_driver2):
         '{"items": [], "next_cursor": "a"}',
         '{"items": [{"number": "F26-000001"}], "next_cursor": null}',
     ]
-    client = Driver2Client(base_url, "t", retry_policy=FAST_RETRIES)
+    client = Driver2Client(base_url, SCRIPTED_TOKEN, retry_policy=FAST_RETRIES)
 
     assert list(client.iter_changed_invoices()) == [{"number": "F26-000001"}]
+
+
+def write_self_signed_certificate(folder) -> tuple[str, str]:
+    """Write a certificate for 127.0.0.1 that no trust store knows; return (cert, key) paths."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return str(cert_path), str(key_path)
+
+
+def test_certificate_failing_verification_is_final_and_never_waved_through(tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger=CLIENT_LOGGER)
+    handler = type("Handler", (ScriptedHandler,), {"bodies": ['{"number": "F26-000001"}']})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*write_self_signed_certificate(tmp_path))
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    client = Driver2Client(
+        f"https://127.0.0.1:{server.server_address[1]}", SCRIPTED_TOKEN, retry_policy=FAST_RETRIES
+    )
+
+    try:
+        with pytest.raises(Driver2Error, match="verification stays on") as raised:
+            client.get_invoice("F26-000001")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+    assert type(raised.value) is Driver2Error
+    assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
+    assert collect_retry_warnings(caplog) == []
+    assert handler.bodies == ['{"number": "F26-000001"}']
 
 
 # -- pure helpers ---------------------------------------------------------------------------

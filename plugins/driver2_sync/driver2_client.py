@@ -1,8 +1,5 @@
-"""Client for the Driver2 HTTP API: keyset-paged invoice reads and single look-ups.
-
-Transient failures are retried under one bounded `RetryPolicy`; everything else raises a
-`Driver2Error` whose message is safe to log (no token, no credentials in URLs).
-"""
+"""Client for the Driver2 HTTP API: keyset-paged invoice reads and single look-ups, transient
+failures retried under one bounded `RetryPolicy`, errors whose messages never carry the token."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlsplit
 
 import requests
@@ -38,7 +35,8 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 AUTH_STATUSES = frozenset({401, 403})
 
 # ChunkedEncodingError is how requests reports a connection dropped halfway through a body;
-# it is not a ConnectionError, yet it is the same failure seen a little later.
+# it is not a ConnectionError, yet it is the same failure seen a little later. SSLError is a
+# ConnectionError too, but a certificate that fails verification fails again: it is final.
 TRANSIENT_EXCEPTIONS = (
     requests.Timeout,
     requests.ConnectionError,
@@ -161,6 +159,7 @@ def scrub_secrets(text: object, secrets: Iterable[str | None] = ()) -> str:
     """
     scrubbed = str(text)
 
+    # Every occurrence goes, however short the secret: a garbled message beats a leaked one.
     for secret in secrets:
         if not secret:
             continue
@@ -233,16 +232,21 @@ def _read_error_body(response: requests.Response) -> tuple[str | None, str | Non
 
 def _read_page(body: Any) -> InvoicePage:
     if not isinstance(body, dict):
-        raise Driver2ProtocolError(f"invoice page is a JSON {type(body).__name__}, not an object")
+        _raise_protocol_error(f"invoice page is a JSON {type(body).__name__}, not an object")
     if not isinstance(body.get("items"), list):
-        raise Driver2ProtocolError("invoice page has no 'items' list")
+        _raise_protocol_error("invoice page has no 'items' list")
     if "next_cursor" not in body:
-        raise Driver2ProtocolError("invoice page has no 'next_cursor' key")
+        _raise_protocol_error("invoice page has no 'next_cursor' key")
 
     cursor = body["next_cursor"]
     if cursor is not None and (not isinstance(cursor, str) or not cursor):
-        raise Driver2ProtocolError("invoice page has a 'next_cursor' that is not a string or null")
+        _raise_protocol_error("invoice page has a 'next_cursor' that is not a string or null")
     return InvoicePage(items=body["items"], next_cursor=cursor)
+
+
+def _raise_protocol_error(message: str) -> NoReturn:
+    log.error("%s", message)
+    raise Driver2ProtocolError(message)
 
 
 class _BearerAuth(requests.auth.AuthBase):
@@ -346,21 +350,34 @@ class Driver2Client:
     def iter_invoice_pages(
         self, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE
     ) -> Iterator[InvoicePage]:
-        """Yield every page of invoices and credit notes changed at or after `updated_since`.
+        """Return an iterator over every page of invoices changed at or after `updated_since`.
 
         Items come in (updated_at, number) order, raw and unvalidated. An invoice changed while
         paging moves to the end and may come twice; the greatest updated_at is current. A page
-        may be empty before the last one.
+        may be empty before the last one. Pages are fetched as the iterator is consumed.
 
-        Raises Driver2ProtocolError on a malformed page or a cursor the server already gave,
-        and the errors of the single requests (see `Driver2Error`).
+        Raises ValueError at once for a page_size outside 1..500 or a naive `updated_since`.
+        While iterating, raises Driver2ProtocolError on a malformed page or a cursor the server
+        already gave, and the other `Driver2Error`s of single requests.
         """
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
         params: dict[str, Any] = {"limit": page_size}
         if updated_since is not None:
             params["updated_since"] = format_rfc3339(updated_since)
+        # Checked above, outside the generator, so that bad arguments fail at the call.
+        return self._walk_pages(params, page_size)
 
+    def iter_changed_invoices(
+        self, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[dict]:
+        """Return an iterator over the invoices of `iter_invoice_pages`, duplicates included."""
+        pages = self.iter_invoice_pages(updated_since, page_size)
+        return (item for page in pages for item in page.items)
+
+    def _walk_pages(self, params: dict[str, Any], page_size: int) -> Iterator[InvoicePage]:
+        # Shortcoming: only a cursor given twice counts as a loop; a server inventing new
+        # cursors forever would keep this going, as would an endless stream of real changes.
         seen_cursors: set[str] = set()
         started = time.monotonic()
         pages = items = 0
@@ -380,25 +397,16 @@ class Driver2Client:
 
             cursor = page.next_cursor
             if cursor is not None and cursor in seen_cursors:
-                message = (
+                _raise_protocol_error(
                     f"Driver2 returned cursor {cursor!r} a second time after {pages} pages; "
                     "the listing would loop"
                 )
-                log.error("%s", message)
-                raise Driver2ProtocolError(message)
             yield page
 
             if cursor is None:
                 return
             seen_cursors.add(cursor)
             params = {"cursor": cursor, "limit": page_size}
-
-    def iter_changed_invoices(
-        self, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE
-    ) -> Iterator[dict]:
-        """Yield the invoices of `iter_invoice_pages` one by one, duplicates included."""
-        for page in self.iter_invoice_pages(updated_since, page_size):
-            yield from page.items
 
     def get_invoice(self, number: str) -> dict | None:
         """Return the raw invoice or credit note `number`, or None when Driver2 has none.
@@ -422,9 +430,9 @@ class Driver2Client:
         body = self._get_json(path, None, missing_ok=True)
         if body is None or isinstance(body, dict):
             return body
-        message = f"Driver2 answered GET {path} with a JSON {type(body).__name__}, not an object"
-        log.error("%s", message)
-        raise Driver2ProtocolError(message)
+        _raise_protocol_error(
+            f"Driver2 answered GET {path} with a JSON {type(body).__name__}, not an object"
+        )
 
     def _get_json(
         self, path: str, params: Mapping[str, Any] | None, *, missing_ok: bool = False
@@ -479,6 +487,8 @@ class Driver2Client:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise _TransientFailure("no time left in the retry budget")
+        # Shortcoming: the read time-out bounds each wait for data, not the whole answer, so a
+        # server that trickles bytes can hold one attempt past the time budget.
         timeout = (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
 
         log.debug("Driver2 GET %s params=%s", path, dict(params or {}))
@@ -486,6 +496,14 @@ class Driver2Client:
             response = self._session.get(
                 self.base_url + path, params=params, timeout=timeout, allow_redirects=False
             )
+        except requests.exceptions.SSLError as exc:
+            message = scrub_secrets(
+                f"TLS with Driver2 at {self.base_url} failed on GET {path}: {exc}; "
+                "verification stays on, so fix the certificate or the trusted CA bundle",
+                [self._token],
+            )
+            log.error("%s", message)
+            raise Driver2Error(message) from None
         except TRANSIENT_EXCEPTIONS as exc:
             raise _TransientFailure(
                 scrub_secrets(f"{type(exc).__name__}: {exc}", [self._token])
@@ -514,7 +532,7 @@ class Driver2Client:
                 f"({len(response.content)} bytes)"
             ) from None
 
-    def _raise_auth_error(self, path: str, response: requests.Response) -> None:
+    def _raise_auth_error(self, path: str, response: requests.Response) -> NoReturn:
         error, detail = _read_error_body(response)
         where = f"connection {self.conn_id!r} ({self.base_url})" if self.conn_id else self.base_url
         message = scrub_secrets(
@@ -526,12 +544,16 @@ class Driver2Client:
         log.error("%s", message)
         raise Driver2AuthError(message, status=response.status_code)
 
-    def _raise_request_error(self, path: str, response: requests.Response) -> None:
+    def _raise_request_error(self, path: str, response: requests.Response) -> NoReturn:
         error, detail = _read_error_body(response)
         status = response.status_code
         if 300 <= status < 400:
+            # Redirects are not followed: the API has none, and a token should not travel on.
             detail = f"unexpected redirect to {response.headers.get('Location')!r}"
-        error, detail = (scrub_secrets(v, [self._token]) if v else v for v in (error, detail))
+        if error:
+            error = scrub_secrets(error, [self._token])
+        if detail:
+            detail = scrub_secrets(detail, [self._token])
         message = (
             f"Driver2 at {self.base_url} rejected GET {path}: HTTP {status} "
             f"({error or 'no error code'}: {detail or 'no message'})"
