@@ -5,21 +5,29 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+# Applied with fullmatch: `$` alone also matches before a final "\n", which would then be kept.
 DOCUMENT_NUMBER = re.compile(r"^[A-Z0-9][A-Z0-9-]{0,31}$")
 MONEY = re.compile(r"^-?[0-9]+(\.[0-9]{1,2})?$")
 QUANTITY = re.compile(r"^-?[0-9]+(\.[0-9]{1,3})?$")
 UNIT_PRICE = re.compile(r"^-?[0-9]+(\.[0-9]{1,4})?$")
 VAT_RATE = re.compile(r"^[0-9]+(\.[0-9]{1,2})?$")
 CURRENCY = re.compile(r"^[A-Z]{3}$")
+CUSTOMER_NO = re.compile(r"^[A-Za-z0-9-]{1,20}$")
 ISO_DATE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
 RFC3339 = re.compile(
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}"
+    r"(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
-CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# C0 and C1 controls but tab, line feed and carriage return: nobody types them. A C1 control is
+# usually a Windows-1252 character read as Latin-1, so the text is garbled at the source.
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+SURROGATES = re.compile(r"[\ud800-\udfff]")
+# Not characters at all; XML, hence the report's workbook, refuses them.
+NONCHARACTERS = re.compile(r"[\ufffe\uffff]")
 
 INVOICE_TYPES = ("invoice", "credit_note")
 INVOICE_STATUSES = ("draft", "final", "cancelled")
@@ -30,7 +38,14 @@ CENT = Decimal("0.01")
 # an invoice is more likely a Driver2 fault than a repair (and would bloat PlanManager).
 MAX_LINES = 2000
 MAX_TEXT_LENGTH = 4000
-MAX_AMOUNT = Decimal("999999999999.99")  # NUMERIC(14, 2)
+# Before 2000 there was no euro; a year past 2099 is a Driver2 clock or typing fault.
+FIRST_YEAR, LAST_YEAR = 2000, 2099
+# The largest values PlanManager's columns hold: INTEGER and NUMERIC(14, scale).
+MAX_LINE_NO = 2**31 - 1
+MAX_AMOUNT = Decimal("999999999999.99")
+MAX_QUANTITY = Decimal("99999999999.999")
+MAX_UNIT_PRICE = Decimal("9999999999.9999")
+MAX_VAT_RATE_STORED = Decimal("999.99")
 
 
 class InvalidInvoice(ValueError):
@@ -96,14 +111,14 @@ def parse_invoice(document: Any) -> Driver2Invoice:
         raise InvalidInvoice(f"the document is a JSON {_json_type(document)}, not an object")
 
     number = _required(document, "number", str)
-    if not DOCUMENT_NUMBER.match(number):
+    if not DOCUMENT_NUMBER.fullmatch(number):
         raise InvalidInvoice(f"number {number[:40]!r} is not a Driver2 document number")
     kind = _choice(document, "type", INVOICE_TYPES)
     status = _choice(document, "status", INVOICE_STATUSES)
     issue_date = _date(document, "issue_date", required=True)
     due_date = _date(document, "due_date", required=False)
     currency = _required(document, "currency", str)
-    if not CURRENCY.match(currency):
+    if not CURRENCY.fullmatch(currency):
         raise InvalidInvoice(f"currency {currency[:10]!r} is not a three-letter ISO code")
     customer = _parse_customer(_required(document, "customer", dict))
     planmanager_file = _optional_text(document, "planmanager_file")
@@ -180,13 +195,29 @@ def vat_for_rate(net: Decimal, rate: Decimal) -> Decimal:
 
 
 def parse_instant(value: str) -> datetime:
-    """Return an RFC 3339 timestamp with explicit offset as an aware datetime."""
-    if not isinstance(value, str) or not RFC3339.match(value):
+    """Return an RFC 3339 timestamp with explicit offset as an aware datetime.
+
+    Raises ValueError, saying why, when it is no such timestamp, names no moment in the
+    calendar, or falls outside the years FIRST_YEAR to LAST_YEAR (in UTC).
+    """
+    if not isinstance(value, str) or not RFC3339.fullmatch(value):
         raise ValueError(f"{str(value)[:40]!r} is not an RFC 3339 timestamp with an offset")
     text = value.upper().replace("Z", "+00:00")
     # Python keeps microseconds only: fractions beyond six digits are cut, not rounded.
     text = re.sub(r"\.([0-9]{6})[0-9]+", r".\1", text)
-    return datetime.fromisoformat(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a moment in the calendar") from None
+    try:
+        year = moment.astimezone(UTC).year
+    except OverflowError:
+        # Late on 9999-12-31 west of UTC: no datetime holds it in UTC, so storing it, or the
+        # watermark it would become, would fail every run.
+        year = None
+    if year is None or not FIRST_YEAR <= year <= LAST_YEAR:
+        raise ValueError(f"{value!r} is outside the years {FIRST_YEAR} to {LAST_YEAR}")
+    return moment
 
 
 def peek_identity(document: Any) -> tuple[str | None, datetime | None]:
@@ -198,8 +229,11 @@ def peek_identity(document: Any) -> tuple[str | None, datetime | None]:
     if not isinstance(document, dict):
         return None, None
     number = document.get("number")
-    if not isinstance(number, str) or not DOCUMENT_NUMBER.match(number):
+    if not isinstance(number, str) or not DOCUMENT_NUMBER.fullmatch(number):
         number = None
+    # The latest readable updated_at becomes the next run's starting point. A document dated
+    # years ahead but before LAST_YEAR still moves it there, and the runs after it then miss
+    # every real change until someone resets the sync state: nothing here knows today's date.
     try:
         updated_at = parse_instant(document.get("updated_at"))
     except ValueError:
@@ -211,6 +245,12 @@ def _parse_customer(customer: dict) -> Driver2Customer:
     customer_no = _required(customer, "customer_no", str, "customer.")
     if not customer_no.strip():
         raise InvalidInvoice("customer.customer_no is empty")
+    # The number the API's own customer endpoint takes: any other can never be looked up.
+    if not CUSTOMER_NO.fullmatch(customer_no):
+        raise InvalidInvoice(
+            f"customer.customer_no {customer_no[:30]!r} is not a Driver2 customer number"
+            " (letters, digits and dashes, at most 20)"
+        )
     name = _required(customer, "name", str, "customer.")
     _check_text(name, "customer.name")
     return Driver2Customer(
@@ -235,9 +275,7 @@ def _parse_lines(raw_lines: list) -> tuple[Driver2Line, ...]:
         where = f"lines[{position}]."
         if not isinstance(raw, dict):
             raise InvalidInvoice(f"line {position} is a JSON {_json_type(raw)}, not an object")
-        line_no = _required(raw, "line_no", int, where)
-        if line_no < 1:
-            raise InvalidInvoice(f"{where}line_no is {line_no}; line numbers start at 1")
+        line_no = _line_no(raw, where)
         if line_no in seen_numbers:
             raise InvalidInvoice(f"line number {line_no} appears twice")
         seen_numbers.add(line_no)
@@ -248,17 +286,62 @@ def _parse_lines(raw_lines: list) -> tuple[Driver2Line, ...]:
             line_no=line_no,
             kind=kind,
             description=description,
-            quantity=_decimal(raw, "quantity", QUANTITY, where),
-            unit_price=_decimal(raw, "unit_price", UNIT_PRICE, where),
-            vat_rate=_decimal(raw, "vat_rate", VAT_RATE, where),
-            net_amount=_decimal(raw, "net_amount", MONEY, where),
+            quantity=_decimal(raw, "quantity", QUANTITY, MAX_QUANTITY, where),
+            unit_price=_decimal(raw, "unit_price", UNIT_PRICE, MAX_UNIT_PRICE, where),
+            vat_rate=_decimal(raw, "vat_rate", VAT_RATE, MAX_VAT_RATE_STORED, where),
+            net_amount=_decimal(raw, "net_amount", MONEY, MAX_AMOUNT, where),
         )
+        if kind == "comment" and line.net_amount is not None:
+            # Its amount would count in the totals yet show on no priced line in PlanManager.
+            raise InvalidInvoice(
+                f"line {line_no} is a comment but carries net_amount {line.net_amount};"
+                " comment lines have none"
+            )
         if kind != "comment" and (line.net_amount is None or line.vat_rate is None):
             raise InvalidInvoice(f"line {line_no} ({kind}) has no net_amount or no vat_rate")
         if line.vat_rate is not None and line.vat_rate > 100:
             raise InvalidInvoice(f"line {line_no} has a VAT rate of {line.vat_rate}%")
+        _check_signs(line)
         lines.append(line)
     return tuple(lines)
+
+
+def _line_no(raw: dict, where: str) -> int:
+    value = raw.get("line_no")
+    # JSON Schema counts 3.0 as an integer; json reads it as Decimal.
+    if isinstance(value, Decimal) and value.is_finite() and value == value.to_integral_value():
+        line_no = int(value) if abs(value) <= MAX_LINE_NO else MAX_LINE_NO + 1
+    else:
+        line_no = _required(raw, "line_no", int, where)
+    if line_no < 1:
+        raise InvalidInvoice(f"{where}line_no is {line_no}; line numbers start at 1")
+    if line_no > MAX_LINE_NO:
+        raise InvalidInvoice(
+            f"{where}line_no {str(value)[:30]} is beyond what PlanManager can store"
+        )
+    return line_no
+
+
+def _check_signs(line: Driver2Line) -> None:
+    """Refuse a line whose quantity times unit price has the opposite sign of its net amount.
+
+    A negative quantity is a part taken back and a negative price a discount: each makes a
+    negative net amount. A negative quantity on a positive amount (or the reverse) is a typing
+    fault, and which of the two figures is wrong cannot be told. Zero agrees with any sign.
+    """
+    if line.quantity is None or line.unit_price is None or line.net_amount is None:
+        return
+    priced = _sign(line.quantity) * _sign(line.unit_price)
+    if priced * _sign(line.net_amount) < 0:
+        raise InvalidInvoice(
+            f"line {line.line_no}: quantity {line.quantity} × unit_price {line.unit_price} is"
+            f" {'negative' if priced < 0 else 'positive'}, but net_amount {line.net_amount}"
+            f" is {'negative' if line.net_amount < 0 else 'positive'}"
+        )
+
+
+def _sign(amount: Decimal) -> int:
+    return (amount > 0) - (amount < 0)
 
 
 def _required(document: dict, key: str, kind: type, where: str = "") -> Any:
@@ -295,11 +378,16 @@ def _check_text(value: str, field: str) -> None:
         raise InvalidInvoice(f"{field} is {len(value)} characters long, over {MAX_TEXT_LENGTH}")
     if CONTROL_CHARACTERS.search(value):
         raise InvalidInvoice(f"{field} holds control characters")
-    if any(0xD800 <= ord(ch) <= 0xDFFF for ch in value):
+    # A "\ud800" escape decodes to half a UTF-16 pair, which no database encoding can store.
+    if SURROGATES.search(value):
         raise InvalidInvoice(f"{field} holds an invalid UTF-16 surrogate")
+    if NONCHARACTERS.search(value):
+        raise InvalidInvoice(f"{field} holds U+FFFE or U+FFFF, which are not characters")
 
 
-def _decimal(document: dict, key: str, pattern: re.Pattern, where: str) -> Decimal | None:
+def _decimal(
+    document: dict, key: str, pattern: re.Pattern, limit: Decimal, where: str
+) -> Decimal | None:
     value = document.get(key)
     if value is None:
         return None
@@ -307,10 +395,10 @@ def _decimal(document: dict, key: str, pattern: re.Pattern, where: str) -> Decim
         raise InvalidInvoice(
             f"{where}{key} is a JSON {_json_type(value)}; Driver2 sends figures as strings"
         )
-    if not pattern.match(value):
+    if not pattern.fullmatch(value):
         raise InvalidInvoice(f"{where}{key} {value[:30]!r} is not a well-formed decimal")
     amount = Decimal(value)
-    if abs(amount) > MAX_AMOUNT:
+    if abs(amount) > limit:
         raise InvalidInvoice(f"{where}{key} {value[:30]} is beyond what PlanManager can store")
     return amount
 
@@ -318,7 +406,7 @@ def _decimal(document: dict, key: str, pattern: re.Pattern, where: str) -> Decim
 def _money(document: dict, key: str, where: str) -> Decimal:
     if document.get(key) is None:
         raise InvalidInvoice(f"{where}{key} is missing")
-    return _decimal(document, key, MONEY, where)
+    return _decimal(document, key, MONEY, MAX_AMOUNT, where)
 
 
 def _date(document: dict, key: str, *, required: bool) -> date | None:
@@ -327,22 +415,23 @@ def _date(document: dict, key: str, *, required: bool) -> date | None:
         if required:
             raise InvalidInvoice(f"{key} is missing")
         return None
-    if not isinstance(value, str) or not ISO_DATE.match(value):
+    if not isinstance(value, str) or not ISO_DATE.fullmatch(value):
         raise InvalidInvoice(f"{key} {str(value)[:30]!r} is not a date (YYYY-MM-DD)")
     try:
-        return date.fromisoformat(value)
+        day = date.fromisoformat(value)
     except ValueError:
         raise InvalidInvoice(f"{key} {value!r} is not a calendar date") from None
+    if not FIRST_YEAR <= day.year <= LAST_YEAR:
+        raise InvalidInvoice(f"{key} {value!r} is outside the years {FIRST_YEAR} to {LAST_YEAR}")
+    return day
 
 
 def _timestamp(document: dict, key: str) -> datetime:
     value = _required(document, key, str)
     try:
         return parse_instant(value)
-    except ValueError:
-        raise InvalidInvoice(
-            f"{key} {value[:40]!r} is not an RFC 3339 timestamp with an offset"
-        ) from None
+    except ValueError as error:
+        raise InvalidInvoice(f"{key} {error}") from None
 
 
 _JSON_NAMES = {str: "string", int: "integer", dict: "object", list: "array"}

@@ -326,8 +326,16 @@ class PlanManagerStore:
             # Another process created them between our check and our CREATE.
             sync_metadata.create_all(self.engine, checkfirst=True)
 
-    def iter_clients(self) -> Iterator[ClientRecord]:
-        """Yield every PlanManager client with the fields the client check reads."""
+    def iter_clients(self, conn: Connection | None = None) -> Iterator[ClientRecord]:
+        """Yield every PlanManager client with the fields the client check reads.
+
+        Inside a transaction, pass its connection: on SQLite a second connection would wait for
+        the write lock that the transaction itself holds.
+        """
+        if conn is None:
+            with self.engine.connect() as own_conn:
+                yield from self.iter_clients(own_conn)
+            return
         query = select(
             clients.c.id,
             clients.c.name,
@@ -336,30 +344,38 @@ class PlanManagerStore:
             clients.c.country,
             clients.c.driver2_customer_no,
         ).order_by(clients.c.id)
-        with self.engine.connect() as conn:
-            for row in conn.execution_options(yield_per=5000).execute(query):
-                yield ClientRecord(*row)
+        # On the statement, not the connection: a connection keeps its options for what follows.
+        for row in conn.execute(query.execution_options(yield_per=5000)):
+            yield ClientRecord(*row)
 
-    def find_dossiers(self, numbers: Iterable[str]) -> dict[str, DossierRecord]:
+    def find_dossiers(
+        self, numbers: Iterable[str], conn: Connection | None = None
+    ) -> dict[str, DossierRecord]:
         """Return the dossiers with these normalised numbers, by number."""
+        if conn is None:
+            with self.engine.connect() as own_conn:
+                return self.find_dossiers(numbers, own_conn)
         found: dict[str, DossierRecord] = {}
-        with self.engine.connect() as conn:
-            for chunk in _chunks(sorted(set(numbers))):
-                query = select(dossiers.c.id, dossiers.c.number).where(dossiers.c.number.in_(chunk))
-                for row in conn.execute(query):
-                    found[row.number] = DossierRecord(row.id, row.number)
+        for chunk in _chunks(sorted(set(numbers))):
+            query = select(dossiers.c.id, dossiers.c.number).where(dossiers.c.number.in_(chunk))
+            for row in conn.execute(query):
+                found[row.number] = DossierRecord(row.id, row.number)
         return found
 
-    def find_dossier_parties(self, dossier_ids: Iterable[int]) -> dict[int, set[int]]:
+    def find_dossier_parties(
+        self, dossier_ids: Iterable[int], conn: Connection | None = None
+    ) -> dict[int, set[int]]:
         """Return the client ids linked to each of these dossiers, whatever their role."""
+        if conn is None:
+            with self.engine.connect() as own_conn:
+                return self.find_dossier_parties(dossier_ids, own_conn)
         parties: dict[int, set[int]] = {}
-        with self.engine.connect() as conn:
-            for chunk in _chunks(sorted(set(dossier_ids))):
-                query = select(dossier_clients.c.dossier_id, dossier_clients.c.client_id).where(
-                    dossier_clients.c.dossier_id.in_(chunk)
-                )
-                for dossier_id, client_id in conn.execute(query):
-                    parties.setdefault(dossier_id, set()).add(client_id)
+        for chunk in _chunks(sorted(set(dossier_ids))):
+            query = select(dossier_clients.c.dossier_id, dossier_clients.c.client_id).where(
+                dossier_clients.c.dossier_id.in_(chunk)
+            )
+            for dossier_id, client_id in conn.execute(query):
+                parties.setdefault(dossier_id, set()).add(client_id)
         return parties
 
     def find_imported(
@@ -554,6 +570,16 @@ class PlanManagerStore:
             )
         )
 
+    def read_run_summary(self, dag_id: str, run_id: str) -> dict | None:
+        """Return the summary that the run recorded as it moved the watermark, or None."""
+        with self.engine.connect() as conn:
+            summary = conn.execute(
+                select(sync_runs.c.summary).where(
+                    sync_runs.c.dag_id == dag_id, sync_runs.c.run_id == run_id
+                )
+            ).scalar_one_or_none()
+        return None if summary is None else json.loads(summary)
+
     def count_rows(self, table: Table) -> int:
         """Return how many rows a table holds (used by checks and the demo's summary)."""
         with self.engine.connect() as conn:
@@ -564,6 +590,18 @@ def _chunks(values: Sequence, size: int = LOOKUP_CHUNK) -> Iterator[Sequence]:
     values = list(values)
     for start in range(0, len(values), size):
         yield values[start : start + size]
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Return True when the database could not be reached, or dropped the connection midway.
+
+    Nothing in one invoice causes that, so no invoice may be reported `failed` for it: the step
+    must fail, and Airflow retries it once the database is back. An error with no statement
+    came while connecting or committing; one that a bad value causes always has its statement.
+    """
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    return error.connection_invalidated or (error.statement is None and not _is_race(error))
 
 
 def _is_race(error: exc.DBAPIError) -> bool:

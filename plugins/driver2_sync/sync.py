@@ -28,7 +28,7 @@ from driver2_sync.outcomes import Outcome, ReportRow
 from driver2_sync.planmanager_rows import invoice_header_row, invoice_line_rows
 from driver2_sync.settings import BATCH_SIZE
 from driver2_sync.staging import RunStaging
-from driver2_sync.store import PlanManagerStore
+from driver2_sync.store import PlanManagerStore, is_unreachable
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,9 @@ def import_batch(store: PlanManagerStore, run_id: str, records: list[dict]) -> d
     """Import a batch's importable records in one transaction; return decisions by position.
 
     When the batch cannot commit for a reason other than a lost race, each invoice is tried in
-    a transaction of its own, so one bad invoice ends as `failed` and the others go on.
+    a transaction of its own, so one bad invoice ends as `failed` and the others go on. When
+    PlanManager cannot be reached, it raises: reported `failed`, the invoices would be left
+    behind for good, since the watermark moves past them at the end of the run.
     """
     positions = [
         position
@@ -258,6 +260,7 @@ def import_batch(store: PlanManagerStore, run_id: str, records: list[dict]) -> d
             what=f"importing a batch of {len(positions)} invoice(s)",
         )
     except Exception as error:
+        _raise_when_unreachable(error)
         log.warning(
             "A batch of %d invoice(s) could not be imported together (%s); importing one by one",
             len(positions),
@@ -275,9 +278,16 @@ def import_batch(store: PlanManagerStore, run_id: str, records: list[dict]) -> d
                 )
             )
         except Exception as error:
+            _raise_when_unreachable(error)
             log.warning("Invoice %s not imported: %s", number, type(error).__name__)
             results[position] = failed(f"{type(error).__name__}: {str(error)[:300]}")
     return results
+
+
+def _raise_when_unreachable(error: Exception) -> None:
+    if is_unreachable(error):
+        log.error("PlanManager cannot be reached; the load stops here and its retry resumes it")
+        raise error
 
 
 def _import_positions(store, conn, run_id, records, positions) -> dict[int, Decision]:
@@ -339,7 +349,7 @@ def report_row(document: Any, decision: Decision, *, forced: bool = False) -> di
         gross_text = gross_text if gross_text.startswith("-") else f"-{gross_text}"
     number, updated_at = peek_identity(doc)
     return {
-        "driver2_number": number or _text(doc.get("number"))[:64],
+        "driver2_number": number or _text(doc.get("number"), 64),
         "kind": _text(doc.get("type")),
         "status": _text(doc.get("status")),
         "issue_date": _text(doc.get("issue_date")),
@@ -347,7 +357,7 @@ def report_row(document: Any, decision: Decision, *, forced: bool = False) -> di
         "customer_name": _text(customer.get("name")),
         "planmanager_file": _text(doc.get("planmanager_file")),
         "outcome": decision.outcome.value,
-        "reason": decision.reason,
+        "reason": decision.reason.translate(_UNREPORTABLE),
         "gross_total": gross_text,
         "currency": _text(doc.get("currency")),
         "forced": forced and decision.outcome.is_import,
@@ -358,11 +368,29 @@ def report_row(document: Any, decision: Decision, *, forced: bool = False) -> di
     }
 
 
+# An invalid document's text reaches the report as Driver2 sent it. UTF-8 cannot encode a lone
+# surrogate (a "\ud800" escape), the workbook's XML refuses C0 controls and U+FFFE/U+FFFF, and
+# C1 controls show as nothing: each becomes U+FFFD, so the reader sees where something was.
+_UNREPORTABLE = dict.fromkeys(
+    [
+        *range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0x7F, 0xA0),
+        *range(0xD800, 0xE000), 0xFFFE, 0xFFFF,
+    ],
+    "\ufffd",
+)  # fmt: skip
+
+
 def _text(value: Any, limit: int = 200) -> str:
+    """Return a document's value as report text: at most `limit` characters, all reportable."""
     if value is None:
         return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    # str() of a whole structure may be megabytes (10,000 lines), only to be cut to `limit`.
+    if isinstance(value, dict | list):
+        return f"(a JSON {'object' if isinstance(value, dict) else 'array'})"
     text = value if isinstance(value, str) else str(value)
-    return text[:limit]
+    return text[:limit].translate(_UNREPORTABLE)
 
 
 def _decision_record(decision: Decision) -> dict:
@@ -419,6 +447,14 @@ def build_report(
 
     The point moves only here, at the end of a run whose every step succeeded.
     """
+    recorded = store.read_run_summary(dag_id, run_id)
+    if recorded is not None and not _has_whole_staging(staging):
+        # An earlier try wrote the report and moved the point, then died removing staging: what
+        # is left cannot make the report again, and the one written stands.
+        log.info("Run %s was reported already; removing what is left of its staging", run_id)
+        staging.remove()
+        return recorded
+
     summary, folder = write_report(
         lambda: iter_report_rows(staging),
         reports_base,
@@ -439,3 +475,9 @@ def build_report(
     log.info("Run %s: %s; report in %s", run_id, summary.log_line(), folder)
     staging.remove()
     return result
+
+
+def _has_whole_staging(staging: RunStaging) -> bool:
+    if not (staging.has_manifest(EXTRACT) and staging.has_manifest(LOAD)):
+        return False
+    return all((staging.root / name).exists() for name in staging.read_manifest(LOAD)["parts"])
