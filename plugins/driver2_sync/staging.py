@@ -11,7 +11,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 # A JSON number in a Driver2 document arrives as Decimal (never float) and must stay a number
-# through staging, so that the contract check can still tell "12.50" from 12.50.
+# through staging, so that the contract check can still tell "12.50" from 12.50. It is staged as
+# {"$decimal": "12.50"}; a Driver2 key that starts with "$" gets one more "$" on the way in and
+# loses it on the way out, so no Driver2 object can pass for a staged Decimal.
 _DECIMAL_KEY = "$decimal"
 
 
@@ -19,23 +21,46 @@ def encode_line(record: Any) -> str:
     """Return one staging line for a record that may hold Decimal values."""
     # ASCII-only: a lone surrogate from a hostile "\ud800" escape survives as an escape, where
     # UTF-8 could not encode it.
-    return json.dumps(record, default=_encode_decimal, ensure_ascii=True, separators=(",", ":"))
+    return json.dumps(_escape(record), ensure_ascii=True, separators=(",", ":"))
 
 
 def decode_line(line: str) -> Any:
     """Return the record of one staging line, with its Decimal values restored."""
-    return json.loads(line, object_hook=_decode_decimal)
+    return json.loads(line, object_hook=_unescape)
 
 
-def _encode_decimal(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return {_DECIMAL_KEY: str(value)}
-    raise TypeError(f"{type(value).__name__} cannot be staged")
+def _escape(value: Any) -> Any:
+    # Iterative, not recursive: a hostile document may nest objects hundreds deep, and it must
+    # reach the contract check (which calls it invalid), not stop the extract step.
+    if not isinstance(value, dict | list | tuple):
+        return _escape_leaf(value)
+    root: Any = {} if isinstance(value, dict) else []
+    pending = [(value, root)]
+    while pending:
+        source, target = pending.pop()
+        items = source.items() if isinstance(source, dict) else enumerate(source)
+        for key, item in items:
+            if isinstance(item, dict | list | tuple):
+                child: Any = {} if isinstance(item, dict) else []
+                pending.append((item, child))
+            else:
+                child = _escape_leaf(item)
+            if isinstance(target, dict):
+                target[f"${key}" if isinstance(key, str) and key.startswith("$") else key] = child
+            else:
+                target.append(child)
+    return root
 
 
-def _decode_decimal(obj: dict) -> Any:
+def _escape_leaf(value: Any) -> Any:
+    return {_DECIMAL_KEY: str(value)} if isinstance(value, Decimal) else value
+
+
+def _unescape(obj: dict) -> Any:
     if len(obj) == 1 and _DECIMAL_KEY in obj:
         return Decimal(obj[_DECIMAL_KEY])
+    if any(key.startswith("$$") for key in obj):
+        return {(key[1:] if key.startswith("$$") else key): item for key, item in obj.items()}
     return obj
 
 
