@@ -6,53 +6,96 @@ the invoice's planmanager_file; `force` lets rules 3 and 5 give way, never rules
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import insert, select
+from sqlalchemy.engine import Connection
 
+from driver2_sync.driver2_client import Driver2ProtocolError, Driver2RequestError
 from driver2_sync.identity import normalise_dossier_number, normalise_vat_number
-from driver2_sync.invoice import Driver2Customer, Driver2Invoice, InvalidInvoice, parse_invoice
+from driver2_sync.invoice import (
+    Driver2Customer,
+    Driver2Invoice,
+    InvalidInvoice,
+    parse_customer,
+    parse_invoice,
+)
 from driver2_sync.matching import (
     ClientIndex,
     Decision,
     decide_before_lookup,
     decide_client,
     decide_for_imported,
-    dossier_not_found,
     invalid,
 )
 from driver2_sync.outcomes import Outcome
 from driver2_sync.planmanager_rows import invoice_header_row, invoice_line_rows
-from driver2_sync.store import PlanManagerStore, clients, dossier_clients, dossiers
+from driver2_sync.store import PlanManagerStore, clients, dossier_clients, dossiers, invoices
 
 log = logging.getLogger(__name__)
 
-# Dossiers created for a custom import are numbered D2-<Driver2 number>: PlanManager numbers its
-# own D-<year>-<sequence>, so the D2- prefix keeps the two apart. A second dossier for the same
-# document (a forced re-import into a new dossier) gets -2, -3, ...
+# A dossier made by a custom import is numbered D2-<Driver nr>, e.g. D2-F26-004711. PlanManager
+# numbers its own D-<year>-<sequence>, and no such number starts with D2-, so the two never meet.
+# A later dossier for the same document (a forced import with the field left empty again) is
+# D2-<Driver nr>.2, then .3: a dot, because a Driver nr may itself end in -2.
 NEW_DOSSIER_PREFIX = "D2-"
+NEW_DOSSIER_ORIGIN = "driver2"
 INVOICED_ROLE = "invoiced"
 
 
 @dataclass(frozen=True)
 class CustomImportResult:
+    """What a custom import did with one document, and where it went when it was imported."""
+
     driver_nr: str
     document: dict | None
     decision: Decision
-    forced: bool
+    forced: bool = False
     dossier_number: str | None = None
     created_client: bool = False
     created_dossier: bool = False
+
+    @property
+    def imported(self) -> bool:
+        return self.decision.outcome.is_import
+
+    def describe(self) -> str:
+        """Return in one sentence what happened, for the run's log and its XCom."""
+        decision = self.decision
+        if not self.imported:
+            return f"{self.driver_nr} not imported ({decision.outcome.value}): {decision.reason}"
+        if decision.outcome == Outcome.REIMPORTED:
+            what = (
+                f"reimported: PlanManager invoice {decision.invoice_id} now holds its current"
+                " Driver2 version, lines included,"
+            )
+        else:
+            what = f"imported as PlanManager invoice {decision.invoice_id}"
+        dossier = f"{'new ' if self.created_dossier else ''}dossier {self.dossier_number}"
+        client = (
+            f"new client {decision.client_id}, made from the Driver2 customer"
+            if self.created_client
+            else f"client {decision.client_id}"
+        )
+        forced = " Marked forced: only Force import let it in." if self.forced else ""
+        return f"{self.driver_nr} {what} in {dossier}, for {client}.{forced}"
 
 
 def run_custom_import(
     client, store: PlanManagerStore, driver_nr: str, dossier: str | None, force: bool, run_id: str
 ) -> CustomImportResult:
-    """Fetch `driver_nr` from Driver2 and import it per the contract; return what happened."""
+    """Fetch `driver_nr` from Driver2 and import it per the contract; return what happened.
+
+    `dossier` empty or None means a new dossier. Everything written to PlanManager is written
+    in one transaction, which the database serialises with the sync's on the invoice's number.
+    Raises the Driver2 client's and the database's errors; every rule's outcome is returned.
+    """
     store.ensure_sync_tables()
+    wanted_dossier = normalise_dossier_number(dossier)
+
     document = client.get_invoice(driver_nr)
     if document is None:
         return CustomImportResult(
@@ -63,88 +106,125 @@ def run_custom_import(
                 f"Driver2 has no invoice or credit note numbered {driver_nr}. Check the number"
                 " (the 'Driver nr' on the Driver2 document) and trigger again.",
             ),
-            forced=False,
         )
     try:
         invoice = parse_invoice(document)
     except InvalidInvoice as error:
-        return CustomImportResult(driver_nr, document, invalid(driver_nr, str(error)), False)
+        return CustomImportResult(driver_nr, document, invalid(driver_nr, str(error)))
     if invoice.number != driver_nr:
-        return CustomImportResult(
-            driver_nr,
-            document,
-            invalid(driver_nr, f"Driver2 answered with document {invoice.number}"),
-            False,
-        )
+        detail = f"asked for {driver_nr}, Driver2 answered with document {invoice.number}"
+        return CustomImportResult(driver_nr, document, invalid(driver_nr, detail))
     skipped = decide_before_lookup(invoice)
     if skipped is not None:
-        return CustomImportResult(driver_nr, document, skipped, False)
+        return CustomImportResult(driver_nr, document, skipped)
 
-    wanted_dossier = normalise_dossier_number(dossier)
+    # Read before the transaction opens, so that no database lock waits on Driver2.
     customer = _current_customer(client, invoice) if force or not wanted_dossier else None
-    # The client index is read again on every attempt: a lost race may mean that the other
-    # side has just created the very client this import was about to create.
     return store.run_in_transaction(
         lambda conn: _import_in_transaction(
-            store,
-            conn,
-            invoice,
-            document,
-            wanted_dossier,
-            force,
-            run_id,
-            ClientIndex(store.iter_clients()),
-            customer,
-        ),  # fmt: skip
+            store, conn, invoice, document, wanted_dossier, force, run_id, customer
+        ),
         what=f"custom import of {driver_nr}",
     )
 
 
+def failed_custom_import(driver_nr: str, error: BaseException) -> CustomImportResult:
+    """Return the `failed` result for an error no rule foresaw, in words safe for the report."""
+    # The first line only: a database error goes on with the statement and its parameters.
+    detail = (str(error).strip().splitlines() or [""])[0][:300]
+    return CustomImportResult(
+        driver_nr,
+        None,
+        Decision(
+            Outcome.FAILED,
+            f"Unexpected error, nothing was imported: {type(error).__name__}: {detail}. Airflow"
+            " tries again by itself; if the last try fails too, trigger again later, and report"
+            " it with the run's log if it keeps failing.",
+        ),
+    )
+
+
+def refused_custom_import(driver_nr: str, unknown_params: list[str]) -> CustomImportResult:
+    """Return the `failed` result for a run started with params the form does not have."""
+    return CustomImportResult(
+        driver_nr,
+        None,
+        Decision(
+            Outcome.FAILED,
+            f"The run was started with unknown param(s) {', '.join(unknown_params)}, so nothing"
+            " was imported. Trigger again with Driver nr, Dossier and Force import only.",
+        ),
+    )
+
+
 def _import_in_transaction(
-    store, conn, invoice, document, wanted_dossier, force, run_id, client_index, customer
+    store: PlanManagerStore,
+    conn: Connection,
+    invoice: Driver2Invoice,
+    document: dict,
+    wanted_dossier: str,
+    force: bool,
+    run_id: str,
+    customer: Driver2Customer | None,
 ) -> CustomImportResult:
+    earlier = _find_earlier_attempt(store, conn, invoice, document, run_id)
+    if earlier is not None:
+        return earlier
+
+    # The row lock (or, when there is no row yet, the unique key on driver2_number) is what
+    # keeps a concurrent sync or custom import of the same number from writing a second row.
     imported = store.lock_imported(conn, invoice.number)
     if imported is not None and not force:
-        return CustomImportResult(
-            invoice.number, document, decide_for_imported(invoice, imported), False
-        )
-
-    created_dossier = created_client = False
-    if wanted_dossier:
-        row = conn.execute(
-            select(dossiers.c.id, dossiers.c.number).where(dossiers.c.number == wanted_dossier)
-        ).first()
-        if row is None:
-            return CustomImportResult(
-                invoice.number, document, dossier_not_found(invoice, wanted_dossier), False
+        decision = decide_for_imported(invoice, imported)
+        if decision.outcome == Outcome.ALREADY_IMPORTED:
+            decision = dataclasses.replace(
+                decision, reason=f"{decision.reason} To import it again, tick Force import."
             )
-        dossier_id, dossier_number = row.id, row.number
-        parties = set(
-            conn.execute(
-                select(dossier_clients.c.client_id).where(
-                    dossier_clients.c.dossier_id == dossier_id
-                )
-            ).scalars()
-        )
-        decision = decide_client(invoice, row, parties, client_index)
+        return CustomImportResult(invoice.number, document, decision)
+
+    # Read in this transaction: a lost race may mean the other side just created the client.
+    client_index = ClientIndex(store.iter_clients(conn))
+    created_dossier = created_client = False
+    gave_way = imported is not None
+    if wanted_dossier:
+        dossier = store.find_dossiers([wanted_dossier], conn).get(wanted_dossier)
+        if dossier is None:
+            return CustomImportResult(
+                invoice.number,
+                document,
+                Decision(
+                    Outcome.DOSSIER_NOT_FOUND,
+                    f"Dossier {wanted_dossier} does not exist in PlanManager, so nothing was"
+                    " imported (not even with Force import). Check the number in the 'Dossier"
+                    " (PlanManager)' field, or leave it empty to create a new dossier, and"
+                    " trigger again.",
+                ),
+                dossier_number=wanted_dossier,
+            )
+        parties = store.find_dossier_parties([dossier.id], conn).get(dossier.id, set())
+        decision = decide_client(invoice, dossier, parties, client_index)
         if decision.outcome != Outcome.IMPORTED and not force:
-            return CustomImportResult(invoice.number, document, decision, False, dossier_number)
-        client_id = decision.client_id
+            return CustomImportResult(
+                invoice.number, document, decision, dossier_number=dossier.number
+            )
+        dossier_id, dossier_number, client_id = dossier.id, dossier.number, decision.client_id
+        gave_way = gave_way or decision.outcome != Outcome.IMPORTED
     else:
         dossier_id, dossier_number = _create_dossier(conn, invoice)
-        created_dossier = True
-        client_id = None
+        created_dossier, parties, client_id = True, set(), None
 
     if client_id is None:
-        candidates = client_index.match(customer or invoice.customer).ordered_ids
-        if candidates:
-            client_id = candidates[0]
-        else:
-            client_id = _create_client(conn, customer or invoice.customer)
-            created_client = True
-    _link_invoiced(conn, dossier_id, client_id)
+        client_id = _find_client(client_index, invoice.customer, customer)
+    if client_id is None:
+        client_id = _create_client(conn, customer or invoice.customer)
+        created_client = True
+    if client_id not in parties:
+        _link_invoiced(conn, dossier_id, client_id)
 
-    header = invoice_header_row(invoice, dossier_id, client_id, forced=force)
+    # `forced` marks what the rules alone would not have imported: with the box ticked, a
+    # document that passes every check is imported as the sync would, unforced.
+    forced = force and gave_way
+    header = invoice_header_row(invoice, dossier_id, client_id, forced=forced)
     lines = invoice_line_rows(invoice)
     if imported is not None:
         header["imported_at"] = datetime.now(UTC)
@@ -161,37 +241,76 @@ def _import_in_transaction(
         invoice_id,
         dossier_number,
         client_id,
-        ", forced" if force else "",
+        ", forced" if forced else "",
     )
     return CustomImportResult(
         invoice.number,
         document,
         Decision(outcome, "", dossier_id, client_id, invoice_id),
-        force,
+        forced,
         dossier_number,
         created_client,
         created_dossier,
     )
 
 
+def _find_earlier_attempt(
+    store: PlanManagerStore, conn: Connection, invoice: Driver2Invoice, document: dict, run_id: str
+) -> CustomImportResult | None:
+    """Return what an earlier try of this run imported, so that a retried task does not redo it."""
+    done = store.find_run_imports(run_id, [invoice.number], conn).get(invoice.number)
+    if done is None:
+        return None
+    invoice_id, outcome = done
+    row = conn.execute(
+        select(invoices.c.dossier_id, invoices.c.client_id, invoices.c.forced, dossiers.c.number)
+        .join(dossiers, dossiers.c.id == invoices.c.dossier_id)
+        .where(invoices.c.id == invoice_id)
+    ).one()
+    log.info("%s was %s by an earlier try of this run; nothing to redo", invoice.number, outcome)
+    return CustomImportResult(
+        invoice.number,
+        document,
+        Decision(Outcome(outcome), "", row.dossier_id, row.client_id, invoice_id),
+        bool(row.forced),
+        row.number,
+    )
+
+
 def _current_customer(client, invoice: Driver2Invoice) -> Driver2Customer:
     """Return the customer as Driver2 knows it now, else as written on the invoice."""
+    number = invoice.customer.customer_no
     try:
-        current = client.get_customer(invoice.customer.customer_no)
-    except ValueError:
-        current = None
-    if not isinstance(current, dict):
+        current = client.get_customer(number)
+    except (ValueError, Driver2RequestError, Driver2ProtocolError) as error:
+        log.warning("Driver2 customer %s cannot be read (%s); using the invoice's", number, error)
         return invoice.customer
-    fields: dict[str, Any] = {}
-    for name in Driver2Customer.__dataclass_fields__:
-        value = current.get(name, getattr(invoice.customer, name))
-        fields[name] = value if value is None or isinstance(value, str) else str(value)
-    if not fields.get("name") or fields.get("customer_no") != invoice.customer.customer_no:
+    if current is None:
         return invoice.customer
-    return Driver2Customer(**fields)
+    try:
+        customer = parse_customer(current)
+    except InvalidInvoice as error:
+        log.warning("Driver2 customer %s is malformed (%s); using the invoice's", number, error)
+        return invoice.customer
+    if customer.customer_no != number:
+        log.warning(
+            "Driver2 answered customer %s for %s; using the invoice's", customer.customer_no, number
+        )
+        return invoice.customer
+    return customer
 
 
-def _create_dossier(conn, invoice: Driver2Invoice) -> tuple[int, str]:
+def _find_client(
+    client_index: ClientIndex, on_invoice: Driver2Customer, current: Driver2Customer | None
+) -> int | None:
+    """Return the PlanManager client that is this customer, as on the invoice or as now."""
+    for customer in (on_invoice, current):
+        if customer is not None and (candidates := client_index.match(customer).ordered_ids):
+            return candidates[0]
+    return None
+
+
+def _create_dossier(conn: Connection, invoice: Driver2Invoice) -> tuple[int, str]:
     base = f"{NEW_DOSSIER_PREFIX}{invoice.number}"
     taken = set(
         conn.execute(select(dossiers.c.number).where(dossiers.c.number.like(f"{base}%"))).scalars()
@@ -199,14 +318,16 @@ def _create_dossier(conn, invoice: Driver2Invoice) -> tuple[int, str]:
     number, suffix = base, 1
     while number in taken:
         suffix += 1
-        number = f"{base}-{suffix}"
+        number = f"{base}.{suffix}"
+    # Two imports creating the same number at once: the unique key refuses the second, whose
+    # transaction then starts again and finds the document imported.
     conn.execute(
         insert(dossiers).values(
             number=number,
             plate=invoice.plate,
             vin=invoice.vin,
             status="open",
-            origin="driver2",
+            origin=NEW_DOSSIER_ORIGIN,
             created_at=datetime.now(UTC),
         )
     )
@@ -215,7 +336,7 @@ def _create_dossier(conn, invoice: Driver2Invoice) -> tuple[int, str]:
     return dossier_id, number
 
 
-def _create_client(conn, customer: Driver2Customer) -> int:
+def _create_client(conn: Connection, customer: Driver2Customer) -> int:
     country = (customer.country or "BE").strip().upper()[:2] or "BE"
     conn.execute(
         insert(clients).values(
@@ -240,17 +361,9 @@ def _create_client(conn, customer: Driver2Customer) -> int:
     return client_id
 
 
-def _link_invoiced(conn, dossier_id: int, client_id: int) -> None:
-    exists = conn.execute(
-        select(dossier_clients.c.client_id).where(
-            dossier_clients.c.dossier_id == dossier_id,
-            dossier_clients.c.client_id == client_id,
-            dossier_clients.c.role == INVOICED_ROLE,
+def _link_invoiced(conn: Connection, dossier_id: int, client_id: int) -> None:
+    conn.execute(
+        insert(dossier_clients).values(
+            dossier_id=dossier_id, client_id=client_id, role=INVOICED_ROLE
         )
-    ).first()
-    if exists is None:
-        conn.execute(
-            insert(dossier_clients).values(
-                dossier_id=dossier_id, client_id=client_id, role=INVOICED_ROLE
-            )
-        )
+    )
