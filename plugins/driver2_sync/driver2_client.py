@@ -1,5 +1,15 @@
 """Client for the Driver2 HTTP API: keyset-paged invoice reads and single look-ups, transient
-failures retried under one bounded `RetryPolicy`, errors whose messages never carry the token."""
+failures retried under one bounded `RetryPolicy`, errors whose messages never carry the token.
+
+Retries, time-outs and the page size have their defaults here (`RetryPolicy`, `Driver2Client`)
+and are tuned per deployment in the `driver2_api` connection's extra, nowhere else:
+
+    {"max_attempts": 6, "max_total_seconds": 120, "backoff_first_seconds": 1,
+     "backoff_max_seconds": 30, "jitter": 0.5, "connect_timeout_seconds": 5,
+     "read_timeout_seconds": 60, "page_size": 500}
+
+Every key is optional; `read_connection_settings` checks them.
+"""
 
 from __future__ import annotations
 
@@ -26,6 +36,8 @@ log = logging.getLogger(__name__)
 INVOICES_PATH = "/api/v1/invoices"
 CUSTOMERS_PATH = "/api/v1/customers"
 MAX_PAGE_SIZE = 500
+# (connect, read) seconds: every request has both, however it is configured.
+DEFAULT_TIMEOUT = (5.0, 60.0)
 
 DOCUMENT_NUMBER_PATTERN = re.compile(r"[A-Z0-9][A-Z0-9-]{0,31}")
 CUSTOMER_NO_PATTERN = re.compile(r"[A-Za-z0-9-]{1,20}")
@@ -45,7 +57,8 @@ TRANSIENT_EXCEPTIONS = (
 
 REDACTED = "***"
 SECRET_PATTERNS = (
-    (re.compile(r"(?i)\b(bearer\s+)[^\s'\",;]+"), r"\1" + REDACTED),
+    # A closing bracket ends a token too: "(... wrong bearer token.)" keeps its ")".
+    (re.compile(r"(?i)\b(bearer\s+)[^\s'\",;)\]}]+"), r"\1" + REDACTED),
     (re.compile(r"(?i)(\b[a-z][a-z0-9+.-]*://)[^/@\s'\"]+@"), r"\1" + REDACTED + "@"),
     (
         re.compile(
@@ -89,11 +102,20 @@ class Driver2RequestError(Driver2Error):
 class Driver2UnavailableError(Driver2Error):
     """Transient failures went on until the retry policy's attempts or time ran out."""
 
-    def __init__(self, message: str, *, attempts: int, elapsed_seconds: float, last_cause: str):
+    def __init__(
+        self,
+        message: str,
+        *,
+        attempts: int,
+        elapsed_seconds: float,
+        last_cause: str,
+        path: str | None = None,
+    ):
         super().__init__(message)
         self.attempts = attempts
         self.elapsed_seconds = elapsed_seconds
         self.last_cause = last_cause
+        self.path = path
 
 
 class Driver2ProtocolError(Driver2Error):
@@ -205,14 +227,19 @@ def format_rfc3339(moment: datetime) -> str:
 def decode_json(body: bytes | str) -> Any:
     """Return the JSON document in `body`, with every number that has a fraction as Decimal.
 
+    NaN, Infinity and integers too long for Python's int() come back as Decimal too, so that one
+    such value makes its own invoice `invalid` instead of failing the page it is on.
     Raises ValueError when the body is not one complete JSON document.
     """
-    return json.loads(body, parse_float=Decimal, parse_constant=_refuse_json_constant)
+    return json.loads(body, parse_float=Decimal, parse_int=_json_int, parse_constant=Decimal)
 
 
-def _refuse_json_constant(name: str) -> Any:
-    # NaN and Infinity are not JSON, and json would turn them into floats.
-    raise ValueError(f"{name} is not valid JSON")
+# int() refuses longer digit strings (sys.get_int_max_str_digits() is 4300 by default).
+_MAX_INT_DIGITS = 4000
+
+
+def _json_int(digits: str) -> int | Decimal:
+    return int(digits) if len(digits) <= _MAX_INT_DIGITS else Decimal(digits)
 
 
 def _read_error_body(response: requests.Response) -> tuple[str | None, str | None]:
@@ -275,13 +302,15 @@ class Driver2Client:
         base_url: str,
         token: str,
         *,
-        timeout: tuple[float, float] = (5.0, 60.0),
+        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
         retry_policy: RetryPolicy = RetryPolicy(),
+        page_size: int = MAX_PAGE_SIZE,
         conn_id: str | None = None,
     ) -> None:
         """Set up a client for `base_url` ("https://host:port") that sends `token`.
 
-        `timeout` is (connect, read) in seconds for every request. `conn_id` only names the
+        `timeout` is (connect, read) in seconds for every request. `page_size` is the number
+        of invoices asked for per page when a caller names none. `conn_id` only names the
         Airflow connection in error messages.
         """
         parts = urlsplit(base_url)
@@ -291,10 +320,13 @@ class Driver2Client:
             raise ValueError("token must not be empty")
         if len(timeout) != 2 or min(timeout) <= 0:
             raise ValueError("timeout must be (connect, read) seconds, both positive")
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
 
         self.base_url = base_url.rstrip("/")
         self.timeout = (float(timeout[0]), float(timeout[1]))
         self.retry_policy = retry_policy
+        self.page_size = page_size
         self.conn_id = conn_id
         self._token = token
         self._session = requests.Session()
@@ -307,10 +339,13 @@ class Driver2Client:
     def from_connection(cls, conn_id: str = DRIVER2_CONN_ID, **kwargs: Any) -> Driver2Client:
         """Return a client configured from Airflow connection `conn_id`, read now.
 
-        The connection gives `schema` (http or https, https when empty), `host`, `port` and the
-        token as its password. Other keyword arguments go to the constructor.
+        The connection gives `schema` (http or https, https when empty), `host`, `port`, the
+        token as its password, and in its extra the retry, time-out and page-size settings of
+        `read_connection_settings`. Keyword arguments go to the constructor and take the place
+        of the extra's.
 
-        Raises Driver2ConfigError when the connection is missing or incomplete.
+        Raises Driver2ConfigError when the connection is missing, incomplete or has a bad
+        setting.
         """
         # Imported here: airflow.sdk is slow to import and only this constructor needs it.
         from airflow.sdk import BaseHook
@@ -332,7 +367,8 @@ class Driver2Client:
             raise Driver2ConfigError(message)
 
         base_url = _build_base_url(conn_id, conn.schema, conn.host, conn.port, secrets=[token])
-        return cls(base_url, token, conn_id=conn_id, **kwargs)
+        settings = read_connection_settings(conn_id, _read_extra(conn_id, conn, token))
+        return cls(base_url, token, conn_id=conn_id, **{**settings, **kwargs})
 
     def __enter__(self) -> Driver2Client:
         return self
@@ -348,18 +384,21 @@ class Driver2Client:
         self._session.close()
 
     def iter_invoice_pages(
-        self, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE
+        self, updated_since: datetime | None = None, page_size: int | None = None
     ) -> Iterator[InvoicePage]:
         """Return an iterator over every page of invoices changed at or after `updated_since`.
 
         Items come in (updated_at, number) order, raw and unvalidated. An invoice changed while
         paging moves to the end and may come twice; the greatest updated_at is current. A page
         may be empty before the last one. Pages are fetched as the iterator is consumed.
+        `page_size` None means the client's own.
 
         Raises ValueError at once for a page_size outside 1..500 or a naive `updated_since`.
         While iterating, raises Driver2ProtocolError on a malformed page or a cursor the server
         already gave, and the other `Driver2Error`s of single requests.
         """
+        if page_size is None:
+            page_size = self.page_size
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
         params: dict[str, Any] = {"limit": page_size}
@@ -369,7 +408,7 @@ class Driver2Client:
         return self._walk_pages(params, page_size)
 
     def iter_changed_invoices(
-        self, updated_since: datetime | None = None, page_size: int = MAX_PAGE_SIZE
+        self, updated_since: datetime | None = None, page_size: int | None = None
     ) -> Iterator[dict]:
         """Return an iterator over the invoices of `iter_invoice_pages`, duplicates included."""
         pages = self.iter_invoice_pages(updated_since, page_size)
@@ -478,7 +517,7 @@ class Driver2Client:
         message = scrub_secrets(message, [self._token])
         log.error("%s", message)
         raise Driver2UnavailableError(
-            message, attempts=attempt, elapsed_seconds=elapsed, last_cause=cause
+            message, attempts=attempt, elapsed_seconds=elapsed, last_cause=cause, path=path
         )
 
     def _attempt_get(
@@ -560,6 +599,103 @@ class Driver2Client:
         )
         log.error("%s", message)
         raise Driver2RequestError(message, status=status, error=error, detail=detail)
+
+
+# The connection extra's keys: where each goes and what it must be.
+_RETRY_SETTINGS = {
+    "max_attempts": int,
+    "max_total_seconds": float,
+    "backoff_first_seconds": float,
+    "backoff_max_seconds": float,
+    "jitter": float,
+}
+_CLIENT_SETTINGS = {
+    "connect_timeout_seconds": float,
+    "read_timeout_seconds": float,
+    "page_size": int,
+}
+
+
+def read_connection_settings(conn_id: str, extra: Mapping[str, Any]) -> dict[str, Any]:
+    """Return the constructor arguments that the connection extra sets: `retry_policy`,
+    `timeout` and `page_size`, each only when the extra names one of its keys.
+
+    Keys and defaults: max_attempts (6), max_total_seconds (120), backoff_first_seconds (1),
+    backoff_max_seconds (30), jitter (0.5), connect_timeout_seconds (5), read_timeout_seconds
+    (60), page_size (500). Numbers may be JSON numbers or numeric strings. Other keys are left
+    to whoever set them, with a warning that names them.
+
+    Raises Driver2ConfigError, naming the key, for a value that is not a number or that the
+    policy or client would refuse.
+    """
+    known = _RETRY_SETTINGS | _CLIENT_SETTINGS
+    values = {
+        key: _read_number(conn_id, key, value, known[key])
+        for key, value in extra.items()
+        if key in known
+    }
+    unknown = sorted(key for key in extra if key not in known)
+    if unknown:
+        log.warning(
+            "Airflow connection %r: extra keys %s are not Driver2 client settings; ignored",
+            conn_id,
+            unknown,
+        )
+
+    settings: dict[str, Any] = {}
+    retry = {key: values[key] for key in _RETRY_SETTINGS if key in values}
+    if retry:
+        try:
+            settings["retry_policy"] = RetryPolicy(**retry)
+        except ValueError as error:
+            _raise_setting_error(conn_id, str(error))
+    if "connect_timeout_seconds" in values or "read_timeout_seconds" in values:
+        timeout = (
+            values.get("connect_timeout_seconds", DEFAULT_TIMEOUT[0]),
+            values.get("read_timeout_seconds", DEFAULT_TIMEOUT[1]),
+        )
+        if min(timeout) <= 0:
+            _raise_setting_error(conn_id, "time-outs must be positive")
+        settings["timeout"] = timeout
+    if "page_size" in values:
+        if not 1 <= values["page_size"] <= MAX_PAGE_SIZE:
+            _raise_setting_error(conn_id, f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        settings["page_size"] = values["page_size"]
+    return settings
+
+
+def _read_number(conn_id: str, key: str, value: Any, kind: type) -> int | float:
+    # The value is not echoed: an extra is free text, and a token pasted in the wrong place
+    # must not reach the log.
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or (kind is int and number != int(number)):
+        _raise_setting_error(conn_id, f"{key} must be {'a whole' if kind is int else 'a'} number")
+    return int(number) if kind is int else number
+
+
+def _raise_setting_error(conn_id: str, problem: str) -> NoReturn:
+    message = f"Airflow connection {conn_id!r} has a bad Driver2 setting in its extra: {problem}"
+    log.error("%s", message)
+    raise Driver2ConfigError(message)
+
+
+def _read_extra(conn_id: str, conn: Any, token: str) -> Mapping[str, Any]:
+    try:
+        extra = conn.extra_dejson
+    except Exception as exc:
+        message = scrub_secrets(f"cannot read the extra of {conn_id!r}: {exc}", [token])
+        log.error("%s", message)
+        raise Driver2ConfigError(message) from None
+    if not isinstance(extra, Mapping):
+        _raise_setting_error(conn_id, "the extra must be a JSON object")
+    return extra
 
 
 def _build_base_url(

@@ -120,6 +120,16 @@ def parse_instant(text: object) -> int | None:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
+def load_stored_json(text: str):
+    """Return the JSON text a test stores, however hostile: NaN, Infinity and integers too long
+    for int() included (they become Decimal). Raises ValueError when it is not JSON at all."""
+    return json.loads(text, parse_int=_long_int, parse_constant=Decimal)
+
+
+def _long_int(digits: str) -> int | Decimal:
+    return int(digits) if len(digits) <= 4000 else Decimal(digits)
+
+
 def make_datetime(instant_us: int) -> datetime:
     """Return the instant as an aware UTC datetime."""
     return EPOCH + timedelta(microseconds=instant_us)
@@ -819,7 +829,7 @@ class Driver2Dataset:
         text = self.invoice_json(number)
         if text is None:
             raise KeyError(number)
-        return json.loads(text)
+        return load_stored_json(text)
 
     def invoices(self) -> Iterator[dict]:
         """Yield every invoice document in (updated_at, number) order."""
@@ -942,7 +952,7 @@ class Driver2Dataset:
     def store_document(self, number: str, text: str) -> None:
         """Store raw JSON text as the invoice with this number, served verbatim; it is ordered
         by its updated_at when that can be read, else after everything else."""
-        document = json.loads(text)
+        document = load_stored_json(text)
         instant = None
         if isinstance(document, dict):
             instant = parse_instant(document.get("updated_at"))

@@ -1,5 +1,6 @@
 """The Driver2 sandbox: a local HTTP server that answers the Driver2 API from a generated
-dataset, with faults (errors, rate limits, dropped or cut-off answers) to order."""
+dataset, with faults (errors, rate limits, dropped, slow or cut-off answers, invoices changed
+while a client pages) to order."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from driver2_sandbox.data import CASES, Driver2Dataset, parse_instant
+from driver2_sandbox.data import CASES, Driver2Dataset, load_stored_json, parse_instant
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,14 @@ FAULT_KEYS = {"status", "retry_after", "retry_after_date", "drop", "slow", "trun
 
 class FaultPlan:
     """The faults the public API answers with: a script set by a test, then random faults at
-    the rates given on the command line."""
+    the rates given on the command line.
+
+    The 5xx share is the statuses driver2-api.yaml calls transient (502, 503, 504); a scripted
+    fault can send any other. Rate limits alternate Retry-After in seconds and as a date, and
+    cut-off answers alternate a dropped connection mid-body and a complete answer whose JSON
+    stops half-way. Touches (an invoice changed while a client pages) are drawn apart, so that
+    turning them on leaves the other faults where they were.
+    """
 
     def __init__(
         self,
@@ -59,6 +67,7 @@ class FaultPlan:
         slow_seconds: float = 2.0,
         rate_truncate: float = 0.0,
         seed: int = 0,
+        rate_touch: float = 0.0,
     ) -> None:
         self.rate_5xx = rate_5xx
         self.rate_429 = rate_429
@@ -66,10 +75,13 @@ class FaultPlan:
         self.rate_slow = rate_slow
         self.slow_seconds = slow_seconds
         self.rate_truncate = rate_truncate
+        self.rate_touch = rate_touch
         self._rng = random.Random(seed)
+        self._touch_rng = random.Random(f"{seed}:touch")
         self._lock = threading.Lock()
         self._script: deque[dict] = deque()
         self._rate_limits_sent = 0
+        self._truncations_sent = 0
 
     def set_script(self, script: list[dict]) -> None:
         """Make the next public requests answer with these faults, in order."""
@@ -93,21 +105,31 @@ class FaultPlan:
             threshold = 0.0
             for rate, fault in (
                 (self.rate_drop, {"drop": True}),
-                (self.rate_5xx, {"status": self._rng.choice((500, 502, 503, 504))}),
-                (self.rate_429, None),
+                (self.rate_5xx, {"status": self._rng.choice((502, 503, 504))}),
+                (self.rate_429, "429"),
                 (self.rate_slow, {"slow": self.slow_seconds}),
-                (self.rate_truncate, {"truncate": True}),
+                (self.rate_truncate, "truncate"),
             ):
                 threshold += rate
                 if draw < threshold:
-                    if fault is None:
+                    if fault == "429":
                         # Retry-After comes both ways HTTP allows: seconds, then a date.
                         self._rate_limits_sent += 1
                         if self._rate_limits_sent % 2:
                             return {"status": 429, "retry_after": "1"}
                         return {"status": 429, "retry_after_date": True}
+                    if fault == "truncate":
+                        self._truncations_sent += 1
+                        return {"truncate": True if self._truncations_sent % 2 else "json"}
                     return fault
             return None
+
+    def draw_touch(self) -> bool:
+        """Return whether to change an invoice before answering this continued listing."""
+        if not self.rate_touch:
+            return False
+        with self._lock:
+            return self._touch_rng.random() < self.rate_touch
 
 
 def validate_script(script: object) -> list[dict]:
@@ -160,20 +182,39 @@ class SandboxServer(ThreadingHTTPServer):
         self.faults = faults
         self.stats_lock = threading.Lock()
         self.stats: dict[str, Counter] = {}
+        self.touched: list[dict] = []
 
     def count(self, path: str, status: str) -> None:
         with self.stats_lock:
             self.stats.setdefault(path, Counter())[status] += 1
 
+    def touch_while_paging(self, number: str) -> None:
+        """Change the invoice as a Driver2 user would while a client pages, and remember it."""
+        try:
+            document = self.dataset.touch(number)
+        except KeyError:
+            return
+        with self.stats_lock:
+            self.touched.append({"number": number, "updated_at": document.get("updated_at")})
+
     def describe_stats(self) -> dict:
+        """Return the answers per path and status, the invoices touched while a client paged
+        (in order, with their new updated_at) and how many scripted faults are left."""
         with self.stats_lock:
             requests = {path: dict(counts) for path, counts in sorted(self.stats.items())}
+            touched = list(self.touched)
         total = sum(sum(counts.values()) for counts in requests.values())
-        return {"requests": requests, "total": total, "faults_pending": self.faults.count_pending()}
+        return {
+            "requests": requests,
+            "total": total,
+            "faults_pending": self.faults.count_pending(),
+            "touched": touched,
+        }
 
     def reset_stats(self) -> None:
         with self.stats_lock:
             self.stats.clear()
+            self.touched.clear()
 
     def handle_error(self, request, client_address) -> None:
         # Clients that time out on a slow answer leave broken pipes behind; that is expected.
@@ -223,6 +264,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return
 
         fault = self.server.faults.next_fault()
+        self._touch_while_paging(parts.path, parts.query)
         if fault is not None and self._answer_fault(fault):
             return
         if not self._authorised():
@@ -237,14 +279,17 @@ class SandboxHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length > 0 else b""
 
     def _authorised(self) -> bool:
-        header = self.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(
-            token.strip().encode(), self.server.token.encode()
-        ):
+        if self._has_token():
             return True
         self._send_error(401, "Missing or wrong bearer token.")
         return False
+
+    def _has_token(self) -> bool:
+        header = self.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            token.strip().encode(), self.server.token.encode()
+        )
 
     # -- faults ------------------------------------------------------------------------------
 
@@ -271,6 +316,22 @@ class SandboxHandler(BaseHTTPRequestHandler):
         self._send_error(status, fault.get("message", "Injected by the sandbox."), headers)
         return True
 
+    def _touch_while_paging(self, path: str, query: str) -> None:
+        # A client that sends a cursor holds the page that ended with it: change that invoice
+        # as the request arrives (not after a slow answer's delay), so that it comes again
+        # later in the same pass.
+        if path != "/api/v1/invoices" or not self._has_token():
+            return
+        if not self.server.faults.draw_touch():
+            return
+        cursors = parse_qs(query).get("cursor")
+        try:
+            after = decode_cursor(cursors[0]) if cursors else None
+        except ValueError:
+            after = None
+        if after is not None:
+            self.server.touch_while_paging(after[1])
+
     def _close_abruptly(self) -> None:
         self.close_connection = True
         try:
@@ -281,6 +342,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
     # -- answers -----------------------------------------------------------------------------
 
     def _send(self, status: int, payload: bytes, headers: dict | None = None) -> None:
+        # Counted before the answer leaves: a client may ask for the counts the moment it has
+        # read it.
+        self.server.count(self._route, str(status))
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(payload)))
@@ -288,7 +352,6 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
-        self.server.count(self._route, str(status))
 
     def _send_json(self, status: int, document: object) -> None:
         self._send(status, json.dumps(document, ensure_ascii=False).encode())
@@ -299,6 +362,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _send_truncated(self, payload: bytes, mode: object) -> None:
         cut = payload[: max(1, len(payload) // 2)]
+        self.server.count(self._route, "truncated")
         self.send_response(200)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         if mode == "json":
@@ -306,13 +370,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(cut)))
             self.end_headers()
             self.wfile.write(cut)
-            self.server.count(self._route, "truncated")
             return
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(cut)
         self.wfile.flush()
-        self.server.count(self._route, "truncated")
         self._close_abruptly()
 
     def _public(self, path: str, query: dict[str, list[str]], fault: dict | None) -> None:
@@ -385,8 +447,18 @@ class SandboxHandler(BaseHTTPRequestHandler):
         elif method == "GET" and path == "/_sandbox/stats":
             self._send_json(200, self.server.describe_stats())
         elif method == "POST" and (match := TOUCH_PATH.match(path)):
+            # An optional {"updated_at": ...} replays a change seen elsewhere at its instant.
             try:
-                document = dataset.touch(unquote(match.group(1)))
+                options = json.loads(body or b"{}")
+                now_us = parse_instant(options.get("updated_at")) if options else None
+            except (ValueError, AttributeError):
+                self._send_error(400, "The body must be a JSON object.")
+                return
+            if options and options.get("updated_at") is not None and now_us is None:
+                self._send_error(400, "updated_at must be an RFC 3339 timestamp with an offset.")
+                return
+            try:
+                document = dataset.touch(unquote(match.group(1)), now_us=now_us)
             except KeyError:
                 self._send_error(404, "No such invoice or credit note.")
                 return
@@ -394,7 +466,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         elif method == "PUT" and (match := STORE_PATH.match(path)):
             try:
                 text = body.decode("utf-8")
-                json.loads(text)
+                load_stored_json(text)
             except ValueError:
                 self._send_error(400, "The body must be JSON.")
                 return
@@ -435,13 +507,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765, help="0 picks a free port")
     parser.add_argument("--token", default="sandbox-token")
-    parser.add_argument("--fault-5xx-rate", type=float, default=0.0)
-    parser.add_argument("--fault-429-rate", type=float, default=0.0)
-    parser.add_argument("--fault-drop-rate", type=float, default=0.0)
-    parser.add_argument("--fault-slow-rate", type=float, default=0.0)
+    fault_rates = {
+        "5xx": "share of answers that are 502, 503 or 504",
+        "429": "share of 429 answers, Retry-After in seconds and as an HTTP date by turns",
+        "drop": "share of connections closed without an answer",
+        "slow": "share of answers sent only after --fault-slow-seconds",
+    }
+    for name, help_text in fault_rates.items():
+        parser.add_argument(f"--fault-{name}-rate", type=float, default=0.0, help=help_text)
     parser.add_argument("--fault-slow-seconds", type=float, default=2.0)
-    parser.add_argument("--fault-truncate-rate", type=float, default=0.0)
-    parser.add_argument("--fault-seed", type=int, default=0)
+    parser.add_argument(
+        "--fault-truncate-rate",
+        type=float,
+        default=0.0,
+        help="share of answers cut off half-way: a dropped connection and a JSON body that"
+        " stops short, by turns",
+    )
+    parser.add_argument(
+        "--fault-touch-rate",
+        type=float,
+        default=0.0,
+        help="share of continued listings before which the last invoice served is changed",
+    )
+    parser.add_argument("--fault-seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument("--log-level", default="WARNING")
     return parser
 
@@ -461,6 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         slow_seconds=arguments.fault_slow_seconds,
         rate_truncate=arguments.fault_truncate_rate,
         seed=arguments.fault_seed,
+        rate_touch=arguments.fault_touch_rate,
     )
     server = SandboxServer((arguments.host, arguments.port), dataset, arguments.token, faults)
     host, port = server.server_address[:2]
