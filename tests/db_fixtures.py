@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 
+from driver2_sandbox.seeder import seed_planmanager
 from driver2_sync.store import PlanManagerStore, create_engine_for_url
 
 SQL_DIR = Path(__file__).resolve().parents[1] / "include" / "sql"
@@ -103,3 +104,20 @@ def planmanager_store(planmanager_db) -> PlanManagerStore:
     store = PlanManagerStore(planmanager_db.engine)
     store.ensure_sync_tables()
     return store
+
+
+@pytest.fixture
+def seeded_database(sandbox, tmp_path):
+    """A factory of PlanManager databases seeded for the module's `sandbox` fixture, identical
+    ids included, each dropped after the test."""
+    made: list[ThrowawayDatabase] = []
+
+    def make(dialect: str) -> ThrowawayDatabase:
+        database = ThrowawayDatabase(dialect, tmp_path)
+        made.append(database)
+        seed_planmanager(database.engine, sandbox.dataset)
+        return database
+
+    yield make
+    for database in made:
+        database.drop()

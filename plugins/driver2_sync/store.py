@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -33,6 +33,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import URL, Connection
 
 from driver2_sync.settings import PLANMANAGER_CONN_ID
@@ -59,6 +60,12 @@ class UtcDateTime(TypeDecorator):
     def load_dialect_impl(self, dialect):
         if dialect.name == "sqlite":
             return dialect.type_descriptor(String())
+        if dialect.name in ("mysql", "mariadb"):
+            # A plain DATETIME keeps whole seconds: a watermark cut down to its second makes
+            # every later run consider the last invoices again (MariaDB truncates), rounded up
+            # it skips some (MySQL). Tables the sync made before this keep DATETIME(0) until
+            # altered: ALTER TABLE driver2_sync_state MODIFY watermark DATETIME(6).
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime(timezone=dialect.name == "postgresql"))
 
     def process_bind_param(self, value, dialect):
@@ -284,7 +291,7 @@ def _make_sqlite_transactional(engine: Engine) -> None:
 class ClientRecord:
     id: int
     name: str
-    vat_number: str | None
+    vat_number: str | None = field(repr=False)  # never printed whole by a log or traceback
     postal_code: str | None
     country: str | None
     driver2_customer_no: str | None
@@ -320,11 +327,17 @@ class PlanManagerStore:
 
     def ensure_sync_tables(self) -> None:
         """Create the driver2_sync_* tables that are missing; a concurrent creator is harmless."""
-        try:
-            sync_metadata.create_all(self.engine, checkfirst=True)
-        except exc.DatabaseError:
-            # Another process created them between our check and our CREATE.
-            sync_metadata.create_all(self.engine, checkfirst=True)
+        # Another process may create a table between our check and our CREATE. MariaDB commits
+        # each CREATE on its own, so that can happen once per table: each lost race means one
+        # table fewer to make, and one attempt more than there are tables always suffices.
+        attempts = len(sync_metadata.tables) + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                sync_metadata.create_all(self.engine, checkfirst=True)
+                return
+            except exc.DatabaseError:
+                if attempt == attempts:
+                    raise
 
     def iter_clients(self, conn: Connection | None = None) -> Iterator[ClientRecord]:
         """Yield every PlanManager client with the fields the client check reads.
@@ -532,7 +545,9 @@ class PlanManagerStore:
 
         def work(conn: Connection) -> None:
             current = conn.execute(
-                select(sync_state.c.watermark).where(sync_state.c.name == name)
+                select(sync_state.c.watermark, sync_state.c.boundary_numbers).where(
+                    sync_state.c.name == name
+                )
             ).first()
             values = {
                 "watermark": watermark,
@@ -548,7 +563,10 @@ class PlanManagerStore:
             ):
                 conn.execute(update(sync_state).where(sync_state.c.name == name).values(**values))
             elif watermark is not None and watermark == current.watermark:
-                # Same instant: the numbers seen at it may have grown (new ties).
+                # Same instant: new ties join the numbers already considered at it, which this
+                # run's extract left out and so did not name.
+                known = json.loads(current.boundary_numbers or "[]")
+                values["boundary_numbers"] = json.dumps(sorted({*known, *boundary_numbers}))
                 conn.execute(update(sync_state).where(sync_state.c.name == name).values(**values))
             self.record_run(conn, name, run_id, summary)
 
