@@ -39,28 +39,30 @@ def _dag_and_run() -> tuple[str, str]:
     doc_md=__doc__,
 )
 def driver2_invoice_sync():
-    @task
+    # Each task returns a small dict of counts as one XCom; `-> dict` alone would also push
+    # one XCom per key. Invoices travel between tasks as staged files, never as XComs.
+    @task(multiple_outputs=False)
     def extract_driver2() -> dict:
         """Stage every Driver2 invoice changed since the last successful run."""
         from driver2_sync import tasks
 
         return tasks.extract_driver2(*_dag_and_run())
 
-    @task
+    @task(multiple_outputs=False)
     def match_clients() -> dict:
         """Decide each staged invoice's outcome: contract, status, dossier, client."""
         from driver2_sync import tasks
 
         return tasks.match_clients(*_dag_and_run())
 
-    @task
+    @task(multiple_outputs=False)
     def load_invoices() -> dict:
         """Import the matched invoices into PlanManager, one transaction per batch."""
         from driver2_sync import tasks
 
         return tasks.load_invoices(*_dag_and_run())
 
-    @task
+    @task(multiple_outputs=False)
     def build_report() -> dict:
         """Write report.csv and report.xlsx, then move the next run's starting point."""
         from driver2_sync import tasks

@@ -185,6 +185,22 @@ CORPUS: list[HostileDocument] = [
         _raw(_invoice(), "lines.1.quantity", "1.5"),
         "lines[2].quantity is a JSON number; Driver2 sends figures as strings",
     ),
+    # NaN, Infinity and endless integers are not JSON numbers Python can take as they come.
+    HostileDocument(
+        "line_net_amount_as_nan_literal",
+        _raw(_invoice(), "lines.0.net_amount", "NaN"),
+        "lines[1].net_amount is a JSON NaN literal; Driver2 sends figures as strings",
+    ),
+    HostileDocument(
+        "totals_gross_as_negative_infinity_literal",
+        _raw(_invoice(), "totals.gross", "-Infinity"),
+        "totals.gross is a JSON -Infinity literal; Driver2 sends figures as strings",
+    ),
+    HostileDocument(
+        "line_number_of_five_thousand_digits",
+        _raw(_invoice(), "lines.1.line_no", "9" * 5000),
+        "lines[2].line_no 999999999999999999999999999999 is beyond what PlanManager can store",
+    ),
     HostileDocument(
         "vat_rate_as_json_boolean",
         _change(_invoice(), "lines.2.vat_rate", True),

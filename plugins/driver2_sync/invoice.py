@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -56,13 +56,14 @@ class InvalidInvoice(ValueError):
 class Driver2Customer:
     customer_no: str
     name: str
-    vat_number: str | None
+    # Personal data: kept out of repr, so that no log or traceback prints it whole.
+    vat_number: str | None = field(repr=False)
     street: str | None
     postal_code: str | None
     city: str | None
     country: str | None
-    email: str | None
-    phone: str | None
+    email: str | None = field(repr=False)
+    phone: str | None = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def parse_invoice(document: Any) -> Driver2Invoice:
     currency = _required(document, "currency", str)
     if not CURRENCY.fullmatch(currency):
         raise InvalidInvoice(f"currency {currency[:10]!r} is not a three-letter ISO code")
-    customer = _parse_customer(_required(document, "customer", dict))
+    customer = parse_customer(_required(document, "customer", dict))
     planmanager_file = _optional_text(document, "planmanager_file")
     vehicle = document.get("vehicle")
     if vehicle is not None and not isinstance(vehicle, dict):
@@ -231,9 +232,8 @@ def peek_identity(document: Any) -> tuple[str | None, datetime | None]:
     number = document.get("number")
     if not isinstance(number, str) or not DOCUMENT_NUMBER.fullmatch(number):
         number = None
-    # The latest readable updated_at becomes the next run's starting point. A document dated
-    # years ahead but before LAST_YEAR still moves it there, and the runs after it then miss
-    # every real change until someone resets the sync state: nothing here knows today's date.
+    # The latest readable updated_at not after the extract's start becomes the next run's
+    # starting point (sync.extract_driver2): one dated ahead cannot make later runs skip changes.
     try:
         updated_at = parse_instant(document.get("updated_at"))
     except ValueError:
@@ -241,7 +241,9 @@ def peek_identity(document: Any) -> tuple[str | None, datetime | None]:
     return number, updated_at
 
 
-def _parse_customer(customer: dict) -> Driver2Customer:
+def parse_customer(customer: dict) -> Driver2Customer:
+    """Return a Driver2 customer object checked as the contract says; raise InvalidInvoice
+    with the reason otherwise. Used for the invoice's customer and for one read on its own."""
     customer_no = _required(customer, "customer_no", str, "customer.")
     if not customer_no.strip():
         raise InvalidInvoice("customer.customer_no is empty")
@@ -444,6 +446,8 @@ def _json_type(value: Any) -> str:
         return "boolean"
     if isinstance(value, str):
         return "string"
+    if isinstance(value, Decimal) and not value.is_finite():
+        return f"{value} literal"  # NaN or Infinity, which JSON itself does not allow
     if isinstance(value, int | float | Decimal):
         return "number"
     if isinstance(value, list):

@@ -36,11 +36,20 @@ EXTRACT, MATCH, LOAD = "extract", "match", "load"
 
 
 def extract_driver2(
-    client, store: PlanManagerStore, staging: RunStaging, state_name: str, page_size: int = 500
+    client,
+    store: PlanManagerStore,
+    staging: RunStaging,
+    state_name: str,
+    page_size: int = 500,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
     """Stage every Driver2 invoice changed since the last successful run, once, latest version.
 
-    Returns the extract manifest: parts, counts and the watermark the run will commit.
+    Returns the extract manifest: parts, counts and the watermark the run will commit. The
+    watermark is the latest updated_at not after `now` (by default, when the last page came):
+    a document dated later, by a clock ahead or a typing fault, is staged like any other but
+    read again by the next runs until its date has passed, instead of making them skip every
+    change made before it.
     """
     store.ensure_sync_tables()
     state = store.read_sync_state(state_name)
@@ -70,7 +79,15 @@ def extract_driver2(
             if seen is None or updated_at is None or seen[0] is None or updated_at >= seen[0]:
                 latest[key] = (updated_at, page_no, index)
 
-    parts, watermark, boundary = _stage_latest_versions(staging, page_names, latest)
+    now = now or datetime.now(UTC)
+    parts, watermark, boundary, ahead = _stage_latest_versions(staging, page_names, latest, now)
+    if ahead:
+        log.warning(
+            "%d invoice(s) have an updated_at after %s, when Driver2 was read: they do not"
+            " move the next run's starting point, which reads them again",
+            ahead,
+            now.isoformat(),
+        )
     manifest = {
         "parts": parts,
         "considered": len(latest),
@@ -80,6 +97,7 @@ def extract_driver2(
         "previous_watermark": state.watermark.isoformat() if state.watermark else None,
         "watermark": watermark.isoformat() if watermark else None,
         "boundary_numbers": sorted(boundary),
+        "dated_after_reading": ahead,
     }
     staging.write_manifest(EXTRACT, manifest)
     log.info(
@@ -95,11 +113,12 @@ def extract_driver2(
 
 
 def _stage_latest_versions(
-    staging: RunStaging, page_names: list[str], latest: dict[str, tuple]
-) -> tuple[list[str], datetime | None, set[str]]:
+    staging: RunStaging, page_names: list[str], latest: dict[str, tuple], now: datetime
+) -> tuple[list[str], datetime | None, set[str], int]:
     wanted = {(page_no, index) for _, page_no, index in latest.values()}
     watermark: datetime | None = None
     boundary: set[str] = set()
+    ahead = 0
     parts: list[str] = []
     batch: list[Any] = []
     for page_no, name in enumerate(page_names):
@@ -108,7 +127,9 @@ def _stage_latest_versions(
                 continue
             batch.append(document)
             number, updated_at = peek_identity(document)
-            if updated_at is not None and number is not None:
+            if updated_at is not None and updated_at > now:
+                ahead += 1
+            elif updated_at is not None and number is not None:
                 if watermark is None or updated_at > watermark:
                     watermark, boundary = updated_at, {number}
                 elif updated_at == watermark:
@@ -118,7 +139,7 @@ def _stage_latest_versions(
                 batch = []
     if batch:
         parts.append(staging.write_part(EXTRACT, len(parts), batch))
-    return parts, watermark, boundary
+    return parts, watermark, boundary, ahead
 
 
 def match_clients(store: PlanManagerStore, staging: RunStaging) -> dict[str, Any]:
