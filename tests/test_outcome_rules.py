@@ -89,11 +89,38 @@ def test_reasons_tell_what_to_do(planmanager_store):
 
     assert decisions[0].reason == (
         "Driver2 customer C000123 (Garage Dupont SRL) is PlanManager client 10, who is not a party"
-        " of dossier D-2026-0044. Import the client into dossier D-2026-0044 first, or run a"
-        " custom import of F26-000013 with force."
+        " of dossier D-2026-0044. Import the client into dossier D-2026-0044, then run a custom"
+        " import of F26-000013; or run a custom import of F26-000013 with force, which adds the"
+        " client to the dossier as 'invoiced'. The sync does not read this invoice again unless"
+        " it changes in Driver2."
     )
     assert decisions[1].reason == (
         "Dossier D-2026-9999 does not exist in PlanManager. Correct the dossier number in Driver2,"
         " or run a custom import of F26-000015 with the right dossier."
     )
     assert decisions[2].reason == ""
+
+
+def test_client_unknown_reason_names_the_closest_client_and_the_custom_import(planmanager_store):
+    _set_up_planmanager(planmanager_store.engine)
+    index = ClientIndex(planmanager_store.iter_clients())
+    typo = make_invoice(
+        number="F26-000030",
+        customer=make_customer(
+            customer_no="C000999", name="Garage Dupond", vat_number=None, postal_code="4000"
+        ),
+    )
+
+    (decision,) = decide_batch(planmanager_store, index, [typo])
+
+    assert decision.outcome == Outcome.CLIENT_UNKNOWN
+    assert decision.reason == (
+        "Driver2 customer C000999 (Garage Dupond) is no PlanManager client: no client has this"
+        " customer number, VAT number, or name and postal code. Closest at that postal code:"
+        " client 10 'Garage Dupont SRL' (92% alike); if it is the same party, set its Driver2"
+        " customer number to C000999, then run a custom import of F26-000030. Otherwise create"
+        " the client with Driver2 customer number C000999 in dossier D-2026-0042, then run a"
+        " custom import of F26-000030; or run a custom import of F26-000030 with force, which"
+        " creates the client. The sync does not read this invoice again unless it changes in"
+        " Driver2."
+    )

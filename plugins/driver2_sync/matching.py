@@ -20,6 +20,9 @@ from driver2_sync.store import ClientRecord, DossierRecord, ImportedInvoice
 
 # Below this similarity a PlanManager name is not worth suggesting to the operator.
 SUGGESTION_CUTOFF = 80
+# The sync reads an invoice again only once Driver2 changes it, so a fix made in PlanManager
+# alone never brings it in: the remedies say so, lest an operator wait for the next sync.
+_NOT_READ_AGAIN = " The sync does not read this invoice again unless it changes in Driver2."
 
 
 @dataclass(frozen=True)
@@ -186,8 +189,9 @@ def decide_client(
         return Decision(
             Outcome.CLIENT_NOT_IN_DOSSIER,
             f"{customer} is PlanManager client {candidates[0]}, who is not a party of dossier"
-            f" {dossier.number}. Import the client into dossier {dossier.number} first, or run a"
-            f" custom import of {invoice.number} with force.",
+            f" {dossier.number}. Import the client into dossier {dossier.number}, then run a"
+            f" custom import of {invoice.number}; or run a custom import of {invoice.number} with"
+            f" force, which adds the client to the dossier as 'invoiced'.{_NOT_READ_AGAIN}",
             dossier_id=dossier.id,
             client_id=candidates[0],
         )
@@ -201,11 +205,12 @@ def decide_client(
         reason += (
             f" Closest at that postal code: client {client_id} {name!r} ({score:.0f}% alike); if"
             f" it is the same party, set its Driver2 customer number to"
-            f" {invoice.customer.customer_no}."
+            f" {invoice.customer.customer_no}, then run a custom import of {invoice.number}."
         )
     reason += (
         f" Otherwise create the client with Driver2 customer number {invoice.customer.customer_no}"
-        f" in dossier {dossier.number}, or run a custom import of {invoice.number} with force."
+        f" in dossier {dossier.number}, then run a custom import of {invoice.number}; or run a"
+        f" custom import of {invoice.number} with force, which creates the client.{_NOT_READ_AGAIN}"
     )
     return Decision(Outcome.CLIENT_UNKNOWN, reason, dossier_id=dossier.id)
 
