@@ -124,3 +124,25 @@ def test_client_unknown_reason_names_the_closest_client_and_the_custom_import(pl
         " creates the client. The sync does not read this invoice again unless it changes in"
         " Driver2."
     )
+
+
+def test_client_unknown_reason_without_a_close_name_says_to_create_the_client(planmanager_store):
+    _set_up_planmanager(planmanager_store.engine)
+    index = ClientIndex(planmanager_store.iter_clients())
+    stranger = make_invoice(
+        number="F26-000031",
+        customer=make_customer(
+            customer_no="C000998", name="Carrosserie Inconnue", vat_number=None, postal_code="9000"
+        ),
+    )
+
+    (decision,) = decide_batch(planmanager_store, index, [stranger])
+
+    assert decision.outcome == Outcome.CLIENT_UNKNOWN
+    assert decision.reason == (
+        "Driver2 customer C000998 (Carrosserie Inconnue) is no PlanManager client: no client has"
+        " this customer number, VAT number, or name and postal code. Create the client with"
+        " Driver2 customer number C000998 in dossier D-2026-0042, then run a custom import of"
+        " F26-000031; or run a custom import of F26-000031 with force, which creates the client."
+        " The sync does not read this invoice again unless it changes in Driver2."
+    )

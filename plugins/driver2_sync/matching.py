@@ -208,9 +208,10 @@ def decide_client(
             f" {invoice.customer.customer_no}, then run a custom import of {invoice.number}."
         )
     reason += (
-        f" Otherwise create the client with Driver2 customer number {invoice.customer.customer_no}"
-        f" in dossier {dossier.number}, then run a custom import of {invoice.number}; or run a"
-        f" custom import of {invoice.number} with force, which creates the client.{_NOT_READ_AGAIN}"
+        f" {'Otherwise c' if suggestion else 'C'}reate the client with Driver2 customer number"
+        f" {invoice.customer.customer_no} in dossier {dossier.number}, then run a custom import of"
+        f" {invoice.number}; or run a custom import of {invoice.number} with force, which creates"
+        f" the client.{_NOT_READ_AGAIN}"
     )
     return Decision(Outcome.CLIENT_UNKNOWN, reason, dossier_id=dossier.id)
 
