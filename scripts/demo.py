@@ -24,6 +24,7 @@ BUILD = ROOT / "build" / "demo"
 BIN = Path(sys.executable).parent
 TOKEN = "sandbox-demo-token"
 DAG_ID = "driver2_invoice_sync"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def main() -> int:
@@ -83,6 +84,8 @@ def demo_environment() -> dict[str, str]:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            # A worker per running task, not Airflow's default 32, on a laptop-sized machine.
+            "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "AIRFLOW_CONN_PLANMANAGER_DB": json.dumps(
@@ -155,25 +158,57 @@ def print_report(seconds: float) -> None:
 
 def run_ui(env: dict[str, str], port: int) -> int:
     step(f"Starting the Airflow UI on http://127.0.0.1:{port} (Ctrl-C stops everything)")
+    # Each service leads a process group of its own, so that stopping it reaches the workers
+    # it forked too, and Ctrl-C reaches this script alone, which then stops them in order.
     processes = [
-        subprocess.Popen([str(BIN / "airflow"), *command], env=env, cwd=ROOT)
+        subprocess.Popen(
+            [str(BIN / "airflow"), *command], env=env, cwd=ROOT, start_new_session=True
+        )
         for command in (
             ["api-server", "--host", "127.0.0.1", "--port", str(port)],
             ["scheduler"],
             ["dag-processor"],
         )
     ]
+    # A SIGTERM (a service manager, `kill`) stops everything as Ctrl-C does.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while all(process.poll() is None for process in processes):
             time.sleep(1)
     except KeyboardInterrupt:
         pass
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            process.wait(timeout=30)
+        stop_process_groups(processes)
     return 0
+
+
+def stop_process_groups(processes: list[subprocess.Popen], grace_seconds: float = 20) -> None:
+    """SIGTERM each process's group, then SIGKILL whatever is left once the grace time is up:
+    the scheduler's LocalExecutor workers may otherwise outlive it."""
+    # A second Ctrl-C must not cut the clean-up short and leave the services running.
+    previous = {signum: signal.signal(signum, signal.SIG_IGN) for signum in STOP_SIGNALS}
+    try:
+        for process in processes:
+            signal_group(process, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        for process in processes:
+            try:
+                process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                print(f"  {process.args[1]} did not stop in {grace_seconds:.0f} s; killing it")
+        for process in processes:
+            signal_group(process, signal.SIGKILL)
+            process.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def signal_group(process: subprocess.Popen, signum: int) -> None:
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass
 
 
 def step(message: str) -> None:

@@ -33,7 +33,14 @@ from driver2_sync.matching import (
 )
 from driver2_sync.outcomes import Outcome
 from driver2_sync.planmanager_rows import invoice_header_row, invoice_line_rows
-from driver2_sync.store import PlanManagerStore, clients, dossier_clients, dossiers, invoices
+from driver2_sync.store import (
+    PlanManagerNotUsable,
+    PlanManagerStore,
+    clients,
+    dossier_clients,
+    dossiers,
+    invoices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +137,8 @@ def run_custom_import(
 
 def failed_custom_import(driver_nr: str, error: BaseException) -> CustomImportResult:
     """Return the `failed` result for an error no rule foresaw, in words safe for the report."""
+    if isinstance(error, PlanManagerNotUsable):
+        return CustomImportResult(driver_nr, None, Decision(Outcome.FAILED, str(error)))
     # The first line only: a database error goes on with the statement and its parameters.
     detail = (str(error).strip().splitlines() or [""])[0][:300]
     return CustomImportResult(

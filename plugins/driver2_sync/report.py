@@ -69,6 +69,10 @@ _COLUMN_WIDTHS = {
 }
 
 
+class ReportNotWritten(Exception):
+    """The report files could not be put where reports go; the message says where and why."""
+
+
 @dataclass(frozen=True)
 class RunSummary:
     """What one run did: how many invoices it considered, their outcomes, what it imported."""
@@ -277,9 +281,17 @@ def write_run_report(
         csv_file = Path(scratch, CSV_NAME)
         xlsx_file = Path(scratch, XLSX_NAME)
         written = write_report_files(rows, summary, csv_file, xlsx_file)
-        # report.csv last: whoever waits for it finds the workbook already in place.
-        publish_file(xlsx_file, folder / XLSX_NAME)
-        publish_file(csv_file, folder / CSV_NAME)
+        try:
+            # report.csv last: whoever waits for it finds the workbook already in place.
+            publish_file(xlsx_file, folder / XLSX_NAME)
+            publish_file(csv_file, folder / CSV_NAME)
+        except Exception as error:
+            raise ReportNotWritten(
+                f"The report could not be written to {folder} ({type(error).__name__}:"
+                f" {str(error).splitlines()[0][:200] if str(error) else 'no detail'}). Check the"
+                f" '{REPORTS_URL_VARIABLE}' Variable, and for s3:// the"
+                f" '{REPORTS_STORAGE_CONN_ID}' connection."
+            ) from error
 
     if _nonzero(written.counts) != _nonzero(summary.counts):
         log.warning(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import quote, unquote
 
 from sqlalchemy import (
     Boolean,
@@ -30,6 +31,7 @@ from sqlalchemy import (
     exc,
     func,
     insert,
+    inspect,
     select,
     update,
 )
@@ -45,6 +47,11 @@ LOOKUP_CHUNK = 500
 # A batch whose transaction lost a race (a concurrent import of the same number, a deadlock) is
 # tried again from the start this many times; the next attempt sees the other side's rows.
 TRANSACTION_ATTEMPTS = 5
+
+
+class PlanManagerNotUsable(Exception):
+    """The `planmanager_db` connection leads to no PlanManager database: a setting to fix, which
+    no retry can heal. The message names the database (never its password) and what to check."""
 
 
 class UtcDateTime(TypeDecorator):
@@ -233,7 +240,10 @@ def planmanager_url(
     if conn_type == "sqlite":
         if not host:
             raise ValueError("a sqlite PlanManager connection needs the database file as host")
-        return URL.create("sqlite", database=host)
+        # Read-write, never create: a mistyped path must fail, not start an empty PlanManager.
+        return URL.create(
+            "sqlite", database=f"file:{quote(host, safe='/')}", query={"mode": "rw", "uri": "true"}
+        )
     drivers = {"postgres": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
     if conn_type not in drivers:
         raise ValueError(
@@ -260,7 +270,7 @@ def create_planmanager_engine(conn_id: str = PLANMANAGER_CONN_ID) -> Engine:
     url = planmanager_url(
         conn.conn_type, conn.host, conn.port, conn.login, conn.password, conn.schema
     )
-    log.info("PlanManager database: %s (connection %s)", url.render_as_string(), conn_id)
+    log.info("PlanManager database: %s (connection %s)", describe_database(url), conn_id)
     return create_engine_for_url(url)
 
 
@@ -326,7 +336,12 @@ class PlanManagerStore:
         self.engine = engine
 
     def ensure_sync_tables(self) -> None:
-        """Create the driver2_sync_* tables that are missing; a concurrent creator is harmless."""
+        """Create the driver2_sync_* tables that are missing; a concurrent creator is harmless.
+
+        Raises PlanManagerNotUsable, creating nothing, when the database cannot be opened for a
+        reason no retry heals or lacks PlanManager's own tables.
+        """
+        self.check_planmanager_tables()
         # Another process may create a table between our check and our CREATE. MariaDB commits
         # each CREATE on its own, so that can happen once per table: each lost race means one
         # table fewer to make, and one attempt more than there are tables always suffices.
@@ -338,6 +353,27 @@ class PlanManagerStore:
             except exc.DatabaseError:
                 if attempt == attempts:
                     raise
+
+    def check_planmanager_tables(self) -> None:
+        """Raise PlanManagerNotUsable unless the database holds every PlanManager table."""
+        where = describe_database(self.engine.url)
+        try:
+            present = set(inspect(self.engine).get_table_names())
+        except exc.OperationalError as error:
+            if self.engine.dialect.name != "sqlite":
+                raise  # a server may be down for a while: the task's retries wait for it
+            raise PlanManagerNotUsable(
+                f"The PlanManager SQLite database {_sqlite_path(self.engine.url)} cannot be opened"
+                f" ({_brief(error)}): check that the file exists and is writable, and the"
+                f" host of connection '{PLANMANAGER_CONN_ID}'. Nothing was imported."
+            ) from None
+        missing = [name for name in metadata.tables if name not in present]
+        if missing:
+            raise PlanManagerNotUsable(
+                f"The database {where} of connection '{PLANMANAGER_CONN_ID}' is not PlanManager's:"
+                f" it has no table {', '.join(missing)}. Check the connection's host and schema."
+                " Nothing was imported or created."
+            )
 
     def iter_clients(self, conn: Connection | None = None) -> Iterator[ClientRecord]:
         """Yield every PlanManager client with the fields the client check reads.
@@ -627,6 +663,18 @@ def _is_race(error: exc.DBAPIError) -> bool:
         return True
     text = str(error.orig).lower()
     return any(word in text for word in ("deadlock", "lock wait timeout", "database is locked"))
+
+
+def describe_database(url: URL) -> str:
+    """Return the database's URL for a log line or a message: no password, a SQLite file as
+    its plain path."""
+    if url.get_backend_name() == "sqlite":
+        return f"sqlite:///{_sqlite_path(url)}"
+    return url.render_as_string(hide_password=True)
+
+
+def _sqlite_path(url: URL) -> str:
+    return unquote((url.database or "").removeprefix("file:"))
 
 
 def _brief(error: exc.DBAPIError) -> str:

@@ -22,6 +22,7 @@ def extract_driver2(dag_id: str, run_id: str) -> dict[str, Any]:
     from airflow.sdk.exceptions import AirflowFailException
 
     from driver2_sync.driver2_client import Driver2Error
+    from driver2_sync.store import PlanManagerNotUsable
 
     staging = runtime.run_staging(dag_id, run_id)
     try:
@@ -29,6 +30,10 @@ def extract_driver2(dag_id: str, run_id: str) -> dict[str, Any]:
             manifest = sync.extract_driver2(
                 client, store, staging, state_name=dag_id, page_size=client.page_size
             )
+    except PlanManagerNotUsable as error:
+        # A connection to fix: retrying it would only make the operator wait for the same error.
+        log.error("%s", error)
+        raise AirflowFailException(str(error)) from None
     except Driver2Error as error:
         # The pages read before the failure hold customers' personal data, and no retry of
         # this run will read them.
@@ -73,16 +78,28 @@ def load_invoices(dag_id: str, run_id: str) -> dict[str, Any]:
 
 
 def build_report(dag_id: str, run_id: str, started_at: datetime | None) -> dict[str, Any]:
+    from driver2_sync.report import ReportNotWritten
+
     staging = runtime.run_staging(dag_id, run_id)
-    with runtime.planmanager_store() as store:
-        summary = sync.build_report(
-            store,
-            staging,
-            runtime.reports_base(),
-            dag_id=dag_id,
-            run_id=run_id,
-            started_at=started_at,
+    try:
+        with runtime.planmanager_store() as store:
+            summary = sync.build_report(
+                store,
+                staging,
+                runtime.reports_base(),
+                dag_id=dag_id,
+                run_id=run_id,
+                started_at=started_at,
+            )
+    except ReportNotWritten as error:
+        # Raised again for Airflow's retries: object storage may well come back by itself.
+        message = (
+            f"{error} The invoices this run imported stay imported, and the next run's starting"
+            " point has not moved. The run's staging is kept: once the storage is fixed, clear"
+            " build_report of this run to write its report."
         )
+        log.error("%s", message)
+        raise ReportNotWritten(message) from error.__cause__
     return summary
 
 
@@ -113,6 +130,7 @@ def custom_import(
     )
     from driver2_sync.identity import normalise_dossier_number
     from driver2_sync.outcomes import ReportRow
+    from driver2_sync.store import PlanManagerNotUsable
 
     started_at = datetime.now(UTC)
     driver_nr = params["driver_nr"]
@@ -156,6 +174,8 @@ def custom_import(
     # What happened is the log's last line: where an operator looks first.
     if error is not None:
         log.error("%s", result.describe())
+        if isinstance(error, PlanManagerNotUsable):
+            raise AirflowFailException(str(error)) from None  # a setting no retry can fix
         raise error
     if not result.imported:
         log.error("%s", result.describe())
