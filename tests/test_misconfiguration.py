@@ -33,16 +33,6 @@ def _sqlite_connection(monkeypatch, path) -> None:
     )
 
 
-def _driver2_connection(monkeypatch, sandbox) -> None:
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_DRIVER2_API",
-        json.dumps(
-            {"conn_type": "http", "host": "127.0.0.1", "port": sandbox.port, "schema": "http",
-             "password": sandbox.token}
-        ),
-    )  # fmt: skip
-
-
 def test_sqlite_connection_opens_a_file_whose_name_holds_uri_characters(tmp_path):
     path = tmp_path / "plan manager?#%.db"
     with sqlite3.connect(path) as conn:
@@ -121,15 +111,14 @@ def test_sync_with_a_mistyped_sqlite_path_fails_at_once_without_retries(
 
 
 def test_custom_import_into_a_database_that_is_not_planmanager_fails_at_once_with_its_report(
-    start_driver2_sandbox, monkeypatch, tmp_path
+    start_driver2_sandbox, dag_runner, monkeypatch, tmp_path
 ):
     sandbox = start_driver2_sandbox(invoices=10, seed=5)
-    _driver2_connection(monkeypatch, sandbox)
+    dag_runner.use_driver2(sandbox)
     empty = tmp_path / "empty.db"
     sqlite3.connect(empty).close()
     _sqlite_connection(monkeypatch, empty)
-    reports = tmp_path / "reports"
-    monkeypatch.setenv("AIRFLOW_VAR_DRIVER2_REPORTS_URL", f"file://{reports}")
+    reports = dag_runner.reports_dir
     number = sandbox.dataset.numbers()[0]
     run_id = f"manual__{uuid.uuid4().hex[:8]}"
     expected = (
@@ -152,14 +141,12 @@ def test_custom_import_into_a_database_that_is_not_planmanager_fails_at_once_wit
 
 
 def test_report_that_cannot_be_written_keeps_the_imports_and_is_written_when_retried(
-    start_driver2_sandbox, sqlite_planmanager_db, monkeypatch, tmp_path
+    start_driver2_sandbox, sqlite_planmanager_db, dag_runner, monkeypatch, tmp_path
 ):
     sandbox = start_driver2_sandbox(invoices=40, seed=9)
     seed_planmanager(sqlite_planmanager_db.engine, sandbox.dataset)
-    _driver2_connection(monkeypatch, sandbox)
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_PLANMANAGER_DB", sqlite_planmanager_db.airflow_connection_json()
-    )
+    dag_runner.use_driver2(sandbox)
+    dag_runner.use_planmanager(sqlite_planmanager_db)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the reports folder should be")
     monkeypatch.setenv("AIRFLOW_VAR_DRIVER2_REPORTS_URL", f"file://{blocker}/reports")
@@ -183,7 +170,7 @@ def test_report_that_cannot_be_written_keeps_the_imports_and_is_written_when_ret
     assert store.read_sync_state(DAG_ID).watermark is None
     assert run_staging(DAG_ID, run_id).has_manifest("load")
 
-    reports = tmp_path / "reports"
+    reports = dag_runner.reports_dir
     monkeypatch.setenv("AIRFLOW_VAR_DRIVER2_REPORTS_URL", f"file://{reports}")
     summary = tasks.build_report(DAG_ID, run_id, None)
 
