@@ -360,8 +360,8 @@ class PlanManagerStore:
         try:
             present = set(inspect(self.engine).get_table_names())
         except exc.OperationalError as error:
-            if self.engine.dialect.name != "sqlite":
-                raise  # a server may be down for a while: the task's retries wait for it
+            if self.engine.dialect.name != "sqlite" or "unable to open" not in str(error.orig):
+                raise  # a server down or a file locked for a while: the task's retries wait
             raise PlanManagerNotUsable(
                 f"The PlanManager SQLite database {_sqlite_path(self.engine.url)} cannot be opened"
                 f" ({_brief(error)}): check that the file exists and is writable, and the"
