@@ -8,6 +8,7 @@ starts the Airflow UI, scheduler and DAG processor, until Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -195,7 +196,10 @@ def stop_process_groups(processes: list[subprocess.Popen], grace_seconds: float 
             try:
                 process.wait(timeout=max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                print(f"  {process.args[1]} did not stop in {grace_seconds:.0f} s; killing it")
+                # Ctrl-C may have ended whatever read our output (`make ui | tee`): a failed
+                # message must not stop the clean-up before the SIGKILL below.
+                with contextlib.suppress(OSError):
+                    print(f"  {process.args[1]} did not stop in {grace_seconds:.0f} s; killing it")
         for process in processes:
             signal_group(process, signal.SIGKILL)
             process.wait()

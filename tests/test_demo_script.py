@@ -21,6 +21,14 @@ print(worker.pid, flush=True)
 time.sleep(300)
 """
 
+# A service that ignores SIGTERM itself, as the scheduler may while its executor drains.
+DEAF_SERVICE = """
+import signal, time
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+print("ready", flush=True)
+time.sleep(300)
+"""
+
 
 def _load_demo():
     spec = importlib.util.spec_from_file_location("demo", PROJECT_ROOT / "scripts" / "demo.py")
@@ -52,3 +60,27 @@ def test_stopping_the_services_also_kills_workers_that_ignore_sigterm():
         time.sleep(0.05)
     assert service.returncode == -15
     assert not _is_running(worker_pid)
+
+
+class _ClosedPipe:
+    """Standard output after Ctrl-C ended the `tee` that read it."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_a_service_deaf_to_sigterm_is_killed_even_when_output_is_gone(monkeypatch):
+    demo = _load_demo()
+    deaf = subprocess.Popen(
+        [sys.executable, "-c", DEAF_SERVICE], stdout=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    assert deaf.stdout.readline() == "ready\n"
+    monkeypatch.setattr(sys, "stdout", _ClosedPipe())
+
+    demo.stop_process_groups([deaf], grace_seconds=0.5)
+
+    assert deaf.returncode == -9

@@ -55,10 +55,42 @@ def test_sqlite_file_that_does_not_exist_is_refused_and_not_created(tmp_path, wh
 
     assert str(refused.value) == (
         f"The PlanManager SQLite database {path} cannot be opened (unable to open database"
-        " file): check that the file exists and is writable, and the host of connection"
-        " 'planmanager_db'. Nothing was imported."
+        " file): check that the file exists, is PlanManager's and is writable, and the host of"
+        " connection 'planmanager_db'. Nothing was imported."
     )
     assert not path.exists()
+
+
+def test_file_that_is_not_sqlite_is_refused_and_left_as_it_was(tmp_path):
+    path = tmp_path / "planmanager.db"
+    path.write_text("# Not a database\n")
+    store = PlanManagerStore(create_engine_for_url(planmanager_url("sqlite", str(path))))
+
+    with pytest.raises(PlanManagerNotUsable) as refused:
+        store.ensure_sync_tables()
+
+    assert str(refused.value) == (
+        f"The PlanManager SQLite database {path} cannot be opened (file is not a database):"
+        " check that the file exists, is PlanManager's and is writable, and the host of"
+        " connection 'planmanager_db'. Nothing was imported."
+    )
+    assert path.read_text() == "# Not a database\n"
+
+
+@pytest.mark.parametrize(
+    ("conn_type", "host", "message"),
+    [
+        ("sqlite", "", "Connection 'planmanager_db' is of type sqlite but names no database file:"
+         " set its host to the PlanManager file's path. Nothing was imported."),
+        ("mssql", "db.example", "Connection 'planmanager_db' is of type 'mssql', which"
+         " PlanManager's database cannot be: use postgres, mysql or sqlite. Nothing was imported."),
+    ],
+)  # fmt: skip
+def test_connection_that_cannot_name_a_planmanager_database_is_refused(conn_type, host, message):
+    with pytest.raises(PlanManagerNotUsable) as refused:
+        planmanager_url(conn_type, host)
+
+    assert str(refused.value) == message
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -89,13 +121,14 @@ def test_database_without_planmanager_tables_is_refused_and_gets_no_sync_tables(
 
 
 @pytest.mark.slow
-def test_sync_with_a_mistyped_sqlite_path_fails_at_once_without_retries(
-    start_driver2_sandbox, dag_runner, monkeypatch, tmp_path
+@pytest.mark.parametrize("host", ["mistyped", "empty"])
+def test_sync_with_a_wrong_sqlite_host_fails_at_once_without_retries(
+    start_driver2_sandbox, dag_runner, monkeypatch, tmp_path, host
 ):
     sandbox = start_driver2_sandbox(invoices=10, seed=5)
     dag_runner.use_driver2(sandbox)
     mistyped = tmp_path / "planmanagr.db"
-    _sqlite_connection(monkeypatch, mistyped)
+    _sqlite_connection(monkeypatch, mistyped if host == "mistyped" else "")
 
     run = dag_runner.run(DAG_ID)
 

@@ -90,9 +90,9 @@ def test_reasons_tell_what_to_do(planmanager_store):
     assert decisions[0].reason == (
         "Driver2 customer C000123 (Garage Dupont SRL) is PlanManager client 10, who is not a party"
         " of dossier D-2026-0044. Import the client into dossier D-2026-0044, then run a custom"
-        " import of F26-000013; or run a custom import of F26-000013 with force, which adds the"
-        " client to the dossier as 'invoiced'. The sync does not read this invoice again unless"
-        " it changes in Driver2."
+        " import of F26-000013; or run a custom import of F26-000013 into dossier D-2026-0044"
+        " with force, which adds the client to it as 'invoiced'. The sync does not read this"
+        " invoice again unless it changes in Driver2."
     )
     assert decisions[1].reason == (
         "Dossier D-2026-9999 does not exist in PlanManager. Correct the dossier number in Driver2,"
@@ -120,9 +120,9 @@ def test_client_unknown_reason_names_the_closest_client_and_the_custom_import(pl
         " client 10 'Garage Dupont SRL' (92% alike); if it is the same party, set its Driver2"
         " customer number to C000999, then run a custom import of F26-000030. Otherwise create"
         " the client with Driver2 customer number C000999 in dossier D-2026-0042, then run a"
-        " custom import of F26-000030; or run a custom import of F26-000030 with force, which"
-        " creates the client. The sync does not read this invoice again unless it changes in"
-        " Driver2."
+        " custom import of F26-000030; or run a custom import of F26-000030 into dossier"
+        " D-2026-0042 with force, which creates the client. The sync does not read this invoice"
+        " again unless it changes in Driver2."
     )
 
 
@@ -143,6 +143,7 @@ def test_client_unknown_reason_without_a_close_name_says_to_create_the_client(pl
         "Driver2 customer C000998 (Carrosserie Inconnue) is no PlanManager client: no client has"
         " this customer number, VAT number, or name and postal code. Create the client with"
         " Driver2 customer number C000998 in dossier D-2026-0042, then run a custom import of"
-        " F26-000031; or run a custom import of F26-000031 with force, which creates the client."
-        " The sync does not read this invoice again unless it changes in Driver2."
+        " F26-000031; or run a custom import of F26-000031 into dossier D-2026-0042 with force,"
+        " which creates the client. The sync does not read this invoice again unless it changes"
+        " in Driver2."
     )

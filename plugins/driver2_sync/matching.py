@@ -149,7 +149,8 @@ def decide_for_imported(
         f"Changed in Driver2 after it was imported (PlanManager invoice {imported.id} holds the"
         f" version of {imported.driver2_updated_at.isoformat()}, Driver2 now has"
         f" {invoice.updated_at.isoformat()}). PlanManager keeps the imported version; to replace"
-        f" it, run a custom import of {invoice.number} with force.",
+        f" it, run a custom import of {invoice.number} with force and the dossier it is in"
+        " (an empty dossier would put it in a new one).",
         invoice_id=imported.id,
     )
 
@@ -190,8 +191,9 @@ def decide_client(
             Outcome.CLIENT_NOT_IN_DOSSIER,
             f"{customer} is PlanManager client {candidates[0]}, who is not a party of dossier"
             f" {dossier.number}. Import the client into dossier {dossier.number}, then run a"
-            f" custom import of {invoice.number}; or run a custom import of {invoice.number} with"
-            f" force, which adds the client to the dossier as 'invoiced'.{_NOT_READ_AGAIN}",
+            f" custom import of {invoice.number}; or run a custom import of {invoice.number} into"
+            f" dossier {dossier.number} with force, which adds the client to it as 'invoiced'."
+            f"{_NOT_READ_AGAIN}",
             dossier_id=dossier.id,
             client_id=candidates[0],
         )
@@ -210,8 +212,8 @@ def decide_client(
     reason += (
         f" {'Otherwise c' if suggestion else 'C'}reate the client with Driver2 customer number"
         f" {invoice.customer.customer_no} in dossier {dossier.number}, then run a custom import of"
-        f" {invoice.number}; or run a custom import of {invoice.number} with force, which creates"
-        f" the client.{_NOT_READ_AGAIN}"
+        f" {invoice.number}; or run a custom import of {invoice.number} into dossier"
+        f" {dossier.number} with force, which creates the client.{_NOT_READ_AGAIN}"
     )
     return Decision(Outcome.CLIENT_UNKNOWN, reason, dossier_id=dossier.id)
 

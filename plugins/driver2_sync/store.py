@@ -49,6 +49,10 @@ LOOKUP_CHUNK = 500
 TRANSACTION_ATTEMPTS = 5
 
 
+# What sqlite3 says of a file that no retry will open: missing, a folder, or not SQLite at all.
+_SQLITE_FILE_UNUSABLE = ("unable to open", "file is not a database")
+
+
 class PlanManagerNotUsable(Exception):
     """The `planmanager_db` connection leads to no PlanManager database: a setting to fix, which
     no retry can heal. The message names the database (never its password) and what to check."""
@@ -239,16 +243,19 @@ def planmanager_url(
     """Return the SQLAlchemy URL for an Airflow connection of type postgres, mysql or sqlite."""
     if conn_type == "sqlite":
         if not host:
-            raise ValueError("a sqlite PlanManager connection needs the database file as host")
+            raise PlanManagerNotUsable(
+                f"Connection '{PLANMANAGER_CONN_ID}' is of type sqlite but names no database"
+                " file: set its host to the PlanManager file's path. Nothing was imported."
+            )
         # Read-write, never create: a mistyped path must fail, not start an empty PlanManager.
         return URL.create(
             "sqlite", database=f"file:{quote(host, safe='/')}", query={"mode": "rw", "uri": "true"}
         )
     drivers = {"postgres": "postgresql+psycopg2", "mysql": "mysql+pymysql"}
     if conn_type not in drivers:
-        raise ValueError(
-            f"PlanManager connection type {conn_type!r} is not supported:"
-            " use postgres, mysql or sqlite"
+        raise PlanManagerNotUsable(
+            f"Connection '{PLANMANAGER_CONN_ID}' is of type {conn_type!r}, which PlanManager's"
+            " database cannot be: use postgres, mysql or sqlite. Nothing was imported."
         )
     query = {"charset": "utf8mb4"} if conn_type == "mysql" else {}
     return URL.create(
@@ -359,13 +366,16 @@ class PlanManagerStore:
         where = describe_database(self.engine.url)
         try:
             present = set(inspect(self.engine).get_table_names())
-        except exc.OperationalError as error:
-            if self.engine.dialect.name != "sqlite" or "unable to open" not in str(error.orig):
+        except exc.DatabaseError as error:
+            if self.engine.dialect.name != "sqlite" or not any(
+                words in str(error.orig) for words in _SQLITE_FILE_UNUSABLE
+            ):
                 raise  # a server down or a file locked for a while: the task's retries wait
             raise PlanManagerNotUsable(
                 f"The PlanManager SQLite database {_sqlite_path(self.engine.url)} cannot be opened"
-                f" ({_brief(error)}): check that the file exists and is writable, and the"
-                f" host of connection '{PLANMANAGER_CONN_ID}'. Nothing was imported."
+                f" ({_brief(error)}): check that the file exists, is PlanManager's and is"
+                f" writable, and the host of connection '{PLANMANAGER_CONN_ID}'. Nothing was"
+                " imported."
             ) from None
         missing = [name for name in metadata.tables if name not in present]
         if missing:
