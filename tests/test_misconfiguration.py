@@ -82,6 +82,8 @@ def test_file_that_is_not_sqlite_is_refused_and_left_as_it_was(tmp_path):
     [
         ("sqlite", "", "Connection 'planmanager_db' is of type sqlite but names no database file:"
          " set its host to the PlanManager file's path. Nothing was imported."),
+        ("sqlite", "  ", "Connection 'planmanager_db' is of type sqlite but names no database"
+         " file: set its host to the PlanManager file's path. Nothing was imported."),
         ("mssql", "db.example", "Connection 'planmanager_db' is of type 'mssql', which"
          " PlanManager's database cannot be: use postgres, mysql or sqlite. Nothing was imported."),
     ],

@@ -242,6 +242,7 @@ def planmanager_url(
 ) -> URL:
     """Return the SQLAlchemy URL for an Airflow connection of type postgres, mysql or sqlite."""
     if conn_type == "sqlite":
+        host = (host or "").strip()
         if not host:
             raise PlanManagerNotUsable(
                 f"Connection '{PLANMANAGER_CONN_ID}' is of type sqlite but names no database"
