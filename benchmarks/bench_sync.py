@@ -87,7 +87,6 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--invoices", type=int, nargs="+", default=[2000, 20000])
     parser.add_argument("--dialect", choices=("sqlite", "postgresql", "mysql"), default="sqlite")
-    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--steps", nargs=3, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
 
@@ -96,22 +95,13 @@ def main() -> int:
         print(json.dumps(measure_steps(base_url, database_url, Path(work))))
         return 0
 
-    if arguments.one:
-        print(json.dumps(measure_one(arguments.invoices[0], arguments.dialect)))
-        return 0
-
     print(
         f"{'invoices':>9} {'seed s':>7} {'extract s':>9} {'match s':>8} {'load s':>7}"
         f" {'report s':>8} {'sync s':>7} {'inv/s':>7} {'imported':>9} {'peak MB':>8}"
         f"   ({arguments.dialect})"
     )
     for invoices in arguments.invoices:
-        output = subprocess.run(
-            [sys.executable, __file__, "--one", "--dialect", arguments.dialect,
-             "--invoices", str(invoices)],
-            check=True, capture_output=True, text=True,
-        ).stdout  # fmt: skip
-        f = json.loads(output.strip().splitlines()[-1])
+        f = measure_one(invoices, arguments.dialect)
         total = f["extract_s"] + f["match_s"] + f["load_s"] + f["report_s"]
         print(
             f"{f['invoices']:>9} {f['seed_s']:>7.1f} {f['extract_s']:>9.1f} {f['match_s']:>8.1f}"

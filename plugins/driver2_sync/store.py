@@ -364,7 +364,6 @@ class PlanManagerStore:
 
     def check_planmanager_tables(self) -> None:
         """Raise PlanManagerNotUsable unless the database holds every PlanManager table."""
-        where = describe_database(self.engine.url)
         try:
             present = set(inspect(self.engine).get_table_names())
         except exc.DatabaseError as error:
@@ -381,7 +380,8 @@ class PlanManagerStore:
         missing = [name for name in metadata.tables if name not in present]
         if missing:
             raise PlanManagerNotUsable(
-                f"The database {where} of connection '{PLANMANAGER_CONN_ID}' is not PlanManager's:"
+                f"The database {describe_database(self.engine.url)} of connection"
+                f" '{PLANMANAGER_CONN_ID}' is not PlanManager's:"
                 f" it has no table {', '.join(missing)}. Check the connection's host and schema."
                 " Nothing was imported or created."
             )
